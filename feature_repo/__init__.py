@@ -1,0 +1,1 @@
+"""Feast definitions and the push/read client (issue 5)."""

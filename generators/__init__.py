@@ -1,0 +1,1 @@
+"""Prompts, relation vocabulary, output parsing, LLM engines and scorers (issue 3)."""

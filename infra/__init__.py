@@ -1,0 +1,1 @@
+"""Starting and stopping the local services (Tansu broker, Redis), and topic creation."""

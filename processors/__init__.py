@@ -1,0 +1,1 @@
+"""Pure stream logic: contracts, sampling, dedup, batching. No broker, no Faust."""

@@ -1,0 +1,266 @@
+"""Which behaviour is worth explaining (COSMO's sampling rules), as pure functions over state.
+
+State lives in plain mutable mappings of JSON-able values (Faust tables in production, dicts in
+tests). Each event is applied at most once per state: the pair remembers the source offset of the
+last event it counted, so a redelivered message (a worker crashed before committing) is recognised
+and not counted twice, while a *new* message carrying an already-seen event id is a producer
+duplicate and is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, MutableMapping
+
+from processors.config import SamplingConfig
+from processors.events import CoPurchaseEvent, Product, SearchBuyEvent, normalize_query, stable_id
+from processors.requests import GenerationRequest
+
+State = MutableMapping[str, dict]
+
+
+@dataclass
+class Emit:
+    """Something a stage wants published: to which stream, under which key."""
+
+    to: Literal["request", "product"]
+    key: str
+    value: dict
+
+
+@dataclass
+class Result:
+    outcome: str
+    emits: list[Emit] = field(default_factory=list)
+
+
+def _seen_before(seen: State, event_id: str, partition: int, offset: int) -> bool:
+    """True for a producer duplicate (same id, another message); False for first sight or redelivery."""
+    s = seen.get(event_id)
+    return s is not None and (s["pt"], s["off"]) != (partition, offset)
+
+
+def _remember(seen: State, event_id: str, partition: int, offset: int, ts: float) -> None:
+    seen[event_id] = {"pt": partition, "off": offset, "ts": ts}
+
+
+def expired_event_ids(seen: State, now_ts: float, ttl_s: float) -> list[tuple[str, int]]:
+    """(event id, partition) of remembered ids older than the TTL, for the caller to delete."""
+    cutoff = now_ts - ttl_s
+    return [(k, v["pt"]) for k, v in seen.items() if v["ts"] < cutoff]
+
+
+def _redelivered(pair: dict, partition: int, offset: int) -> bool:
+    return pair.get("pt") == partition and offset <= pair.get("off", -1)
+
+
+def _due(pair: dict, ts: float, ttl_s: float) -> bool:
+    return pair.get("rid") is None or ts - pair["rat"] >= ttl_s
+
+
+def _stamp(pair: dict, pair_key: str, event_id: str, offset: int, ts: float) -> str:
+    rid = stable_id(pair_key, event_id)
+    pair.update(rid=rid, rat=ts, roff=offset)
+    return rid
+
+
+# --- search-buy ---------------------------------------------------------------------------
+
+
+def query_specificity(qstate: dict | None, cfg: SamplingConfig) -> float:
+    """1 - normalised entropy of the product types bought under a query (0 broad, 1 specific).
+
+    COSMO prefers broad queries ("gifts for dad"): the gap between what is typed and what is bought
+    is widest there. Until the query has specificity_min_purchases purchases we do not know: 0.5.
+    """
+    if not qstate or qstate["n"] < cfg.specificity_min_purchases:
+        return 0.5
+    n = qstate["n"]
+    h = -sum((c / n) * math.log2(c / n) for c in qstate["t"].values() if c)
+    return round(1.0 - min(1.0, h / math.log2(cfg.specificity_broad_types)), 4)
+
+
+def _type_of(p: Product) -> str:
+    return (p.product_type or p.category or "?").lower()
+
+
+def _count_query_purchase(qstate: dict, ptype: str, cfg: SamplingConfig) -> None:
+    types = qstate["t"]
+    if ptype not in types and len(types) >= cfg.max_query_types:
+        ptype = "*other*"
+    types[ptype] = types.get(ptype, 0) + 1
+    qstate["n"] += 1
+
+
+def search_request(ev: SearchBuyEvent, pair: dict, specificity: float) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=pair["rid"],
+        pair_key=ev.pair_key,
+        behavior="search_buy",
+        query=ev.query,
+        product=ev.product,
+        priority=round(1.0 - specificity, 4),
+        query_specificity=specificity,
+        event_id=ev.event_id,
+        event_time=ev.ts,
+        signals={"events": pair["n"], "clicks": pair["c"], "purchases": pair["p"]},
+    )
+
+
+def search_qualifies(pair: dict, cfg: SamplingConfig) -> str | None:
+    """None when the pair passes COSMO's behaviour thresholds, else the reason it does not."""
+    n = pair["n"]
+    if n < cfg.min_events:
+        return "few_events"
+    if pair["p"] < cfg.min_purchases:
+        return "few_purchases"
+    if pair["p"] / n < cfg.min_purchase_rate:
+        return "low_purchase_rate"
+    if pair["c"] / n < cfg.min_click_rate:
+        return "low_click_rate"
+    return None
+
+
+def sample_search_buy(
+    ev: SearchBuyEvent, partition: int, offset: int, pairs: State, queries: State, seen: State, cfg: SamplingConfig
+) -> Result:
+    pk = ev.pair_key
+    qk = normalize_query(ev.query)
+    pair = pairs.get(pk)
+    if pair is not None and _redelivered(pair, partition, offset):
+        if pair.get("roff") == offset:  # its request may not have been delivered: send again
+            req = search_request(ev, pair, query_specificity(queries.get(qk), cfg))
+            return Result("redelivered", [Emit("request", pk, req.model_dump(mode="json"))])
+        return Result("redelivered")
+    if _seen_before(seen, ev.event_id, partition, offset):
+        return Result("duplicate_event")
+    _remember(seen, ev.event_id, partition, offset, ev.ts)
+
+    pair = dict(pair) if pair else {"n": 0, "c": 0, "p": 0}
+    pair["n"] += 1
+    pair["c"] += ev.clicked or ev.purchased  # a purchase from a result implies it was clicked
+    pair["p"] += ev.purchased
+    pair.update(pt=partition, off=offset)
+    if ev.purchased:
+        q = queries.get(qk)
+        q = {"n": q["n"], "t": dict(q["t"])} if q else {"n": 0, "t": {}}
+        _count_query_purchase(q, _type_of(ev.product), cfg)
+        queries[qk] = q
+
+    outcome = search_qualifies(pair, cfg)
+    emits = []
+    if outcome is None:
+        spec = query_specificity(queries.get(qk), cfg)
+        if spec > cfg.max_query_specificity:
+            outcome = "too_specific"
+        elif not _due(pair, ev.ts, cfg.pair_ttl_s):
+            outcome = "recently_emitted"
+        else:
+            _stamp(pair, pk, ev.event_id, offset, ev.ts)
+            emits.append(Emit("request", pk, search_request(ev, pair, spec).model_dump(mode="json")))
+            outcome = "emitted"
+    pairs[pk] = pair
+    return Result(outcome, emits)
+
+
+# --- co-purchase --------------------------------------------------------------------------
+
+
+def _type_pair_key(partition: int, ta: str, tb: str) -> str:
+    lo, hi = sorted((ta, tb))
+    # Per-partition statistics (a sample of all pairs): the partition in the key keeps each
+    # partition's keys distinct in the table, so recovery never merges two partitions' counts.
+    return f"{partition}|{lo}|{hi}"
+
+
+def types_related(ev: CoPurchaseEvent, type_pairs: State, partition: int, cfg: SamplingConfig) -> bool:
+    a, b = ev.product_a, ev.product_b
+    ta, tb = _type_of(a), _type_of(b)
+    if ta == tb or "?" in (ta, tb):
+        return True  # same type, or nothing to check against
+    if a.category and b.category and a.category.lower() == b.category.lower():
+        return True
+    s = type_pairs.get(_type_pair_key(partition, ta, tb))
+    return bool(s) and s["n"] >= cfg.min_type_pair_support
+
+
+def co_request(ev: CoPurchaseEvent, pair: dict) -> GenerationRequest:
+    a, b = sorted((ev.product_a, ev.product_b), key=lambda p: p.product_id)
+    return GenerationRequest(
+        request_id=pair["rid"],
+        pair_key=ev.pair_key,
+        behavior="co_purchase",
+        product_a=a,
+        product_b=b,
+        priority=0.5,
+        event_id=ev.event_id,
+        event_time=ev.ts,
+        signals={"co_purchases": pair["n"]},
+    )
+
+
+def product_check(req: GenerationRequest) -> Emit:
+    """Route a qualified pair through the product-keyed stage, which checks each product's degree."""
+    a, b = req.product_a.product_id, req.product_b.product_id
+    return Emit("product", a, {"kind": "check", "remaining": [a, b], "request": req.model_dump(mode="json")})
+
+
+def sample_co_purchase(
+    ev: CoPurchaseEvent, partition: int, offset: int, pairs: State, type_pairs: State, seen: State, cfg: SamplingConfig
+) -> Result:
+    pk = ev.pair_key
+    pair = pairs.get(pk)
+    if pair is not None and _redelivered(pair, partition, offset):
+        if pair.get("roff") == offset:
+            return Result("redelivered", [product_check(co_request(ev, pair))])
+        return Result("redelivered")
+    if _seen_before(seen, ev.event_id, partition, offset):
+        return Result("duplicate_event")
+    _remember(seen, ev.event_id, partition, offset, ev.ts)
+
+    first = pair is None
+    pair = dict(pair) if pair else {"n": 0}
+    pair["n"] += 1
+    pair.update(pt=partition, off=offset)
+    a, b = ev.product_a, ev.product_b
+    emits = [
+        Emit("product", a.product_id, {"kind": "observe", "product": a.product_id, "other_type": _type_of(b)}),
+        Emit("product", b.product_id, {"kind": "observe", "product": b.product_id, "other_type": _type_of(a)}),
+    ]
+    ta, tb = _type_of(a), _type_of(b)
+    if first and ta != tb:
+        tk = _type_pair_key(partition, ta, tb)
+        s = type_pairs.get(tk)
+        type_pairs[tk] = {"n": (s["n"] if s else 0) + 1}
+
+    if pair["n"] < cfg.min_co_purchases:
+        outcome = "few_co_purchases"
+    elif not types_related(ev, type_pairs, partition, cfg):
+        outcome = "unrelated_types"
+    elif not _due(pair, ev.ts, cfg.pair_ttl_s):
+        outcome = "recently_emitted"
+    else:
+        _stamp(pair, pk, ev.event_id, offset, ev.ts)
+        emits.append(product_check(co_request(ev, pair)))
+        outcome = "emitted"
+    pairs[pk] = pair
+    return Result(outcome, emits)
+
+
+def product_degree_step(msg: dict, products: State, cfg: SamplingConfig) -> Result:
+    """The product-keyed hop: remember which product types a product is bought with; pass a
+    pair on only if neither product is co-purchased with too many distinct types (noise)."""
+    if msg["kind"] == "observe":
+        pid, t = msg["product"], msg["other_type"]
+        st = products.get(pid) or {"types": []}
+        if t not in st["types"] and len(st["types"]) <= cfg.max_product_types:
+            products[pid] = {"types": [*st["types"], t]}
+        return Result("observed")
+    here, *rest = msg["remaining"]
+    st = products.get(here)
+    if st and len(st["types"]) > cfg.max_product_types:
+        return Result("noisy_product")
+    if rest:
+        return Result("checked", [Emit("product", rest[0], {**msg, "remaining": rest})])
+    return Result("emitted", [Emit("request", msg["request"]["pair_key"], msg["request"])])

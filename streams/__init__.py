@@ -1,0 +1,1 @@
+"""The Faust app, topics, producers and the `intentflow` command line: wiring only."""

@@ -1,0 +1,236 @@
+"""The intentflow stream app: the whole dataflow at a glance. Logic lives in processors/.
+
+behavior.search_buy  --[sample_search_buy]----------------------------> knowledge.requests
+behavior.co_purchase --[sample_co_purchase]--> co_purchase.by_product --[check_products]--^
+knowledge.requests (+ .priority) --[dedup + micro-batch]--> generation.batches
+anything undecodable or invalid --> behavior.dlq (with the reason and the original bytes)
+
+Run it with `intentflow worker` (or `faust -A streams.app worker`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+
+import faust
+from pydantic import ValidationError
+
+from processors import dedup, sampling
+from processors.events import EventError, parse_co_purchase, parse_search_buy
+from processors.requests import GenerationRequest
+from streams import fastpath, logs, metrics
+from streams.dlq import envelope
+from streams.settings import get_settings
+from streams.state import TrackedTable, at_partition
+
+log = logging.getLogger("intentflow.streams")
+settings = get_settings()
+if settings.faust_fastpath:
+    fastpath.apply()
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.kafka_url,
+    store="memory://",
+    datadir=f"{settings.data_dir}/faust",
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication,
+    broker_session_timeout=settings.session_timeout_s,
+    broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
+    broker_commit_interval=1.0,
+    broker_max_poll_records=5000,
+    consumer_auto_offset_reset="earliest",
+    stream_buffer_maxsize=16384,
+    stream_wait_empty=False,
+    logging_config=logs.logging_config(settings.log_level, settings.log_json),
+)
+
+
+def _topic(name: str) -> faust.TopicT:
+    return app.topic(name, key_serializer="raw", value_serializer="raw")
+
+
+search_buy_topic = _topic(settings.topics.search_buy)
+co_purchase_topic = _topic(settings.topics.co_purchase)
+by_product_topic = _topic(settings.topics.by_product)
+requests_topic = _topic(settings.topics.requests)
+priority_topic = _topic(settings.topics.priority_requests)
+batches_topic = _topic(settings.topics.batches)
+dlq_topic = _topic(settings.topics.dlq)
+
+
+def _table(name: str, help: str) -> TrackedTable:
+    return TrackedTable(app.Table(name, default=None, partitions=settings.partitions, help=help))
+
+
+sb_pairs = _table("sb_pairs", "search-buy counts per (query, product)")
+sb_queries = _table("sb_queries", "product types bought per query (specificity)")
+sb_seen = _table("sb_seen", "search-buy event ids seen recently")
+cp_pairs = _table("cp_pairs", "co-purchase counts per product pair")
+cp_types = _table("cp_type_pairs", "product pairs linking two product types (per partition)")
+cp_seen = _table("cp_seen", "co-purchase event ids seen recently")
+products = _table("products", "distinct product types each product is co-purchased with")
+sent = _table("sent_requests", "the request last sent to generation per pair")
+
+TAKE, WITHIN = 1000, 0.05
+_destinations = {"request": requests_topic, "product": by_product_topic}
+_watermark: dict[str, float] = {}
+
+
+async def _publish(emits: list[sampling.Emit]) -> None:
+    for e in emits:
+        await _destinations[e.to].send(key=e.key.encode(), value=json.dumps(e.value).encode())
+        metrics.EMITTED.labels(e.to).inc()
+
+
+async def _dead_letter(event: faust.EventT, stage: str, kind: str, error: str) -> None:
+    m = event.message
+    await dlq_topic.send(key=m.key, value=envelope(source_topic=m.topic, partition=m.partition, offset=m.offset,
+                                                   key=m.key, value=m.value, error=error, kind=kind, stage=stage))
+    metrics.DLQ.labels(m.topic, kind).inc()
+
+
+def _count(stage: str, outcomes: Counter) -> None:
+    for outcome, n in outcomes.items():
+        metrics.EVENTS.labels(stage, outcome).inc(n)
+
+
+def _sweep_seen(stage: str, seen: TrackedTable, batch_max_ts: float) -> None:
+    """Forget event ids older than the TTL (event time), at most once a minute of event time."""
+    last = _watermark.get(stage)
+    if last is None:
+        _watermark[stage] = batch_max_ts
+    elif batch_max_ts - last >= 60:
+        _watermark[stage] = batch_max_ts
+        for key, pt in sampling.expired_event_ids(seen.data, batch_max_ts, settings.sampling.event_id_ttl_s):
+            seen.delete(key, pt)
+
+
+async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedTable, ...]) -> None:
+    cfg = settings.sampling
+    async for events in stream.take_events(TAKE, within=WITHIN):
+        t0 = time.perf_counter()
+        outcomes: Counter = Counter()
+        emits: list[sampling.Emit] = []
+        max_ts = 0.0
+        for event in events:
+            m = event.message
+            try:
+                ev = parse(m.value)
+            except EventError as err:
+                await _dead_letter(event, stage, "invalid_event", str(err))
+                outcomes["dead_letter"] += 1
+                continue
+            key = ev.partition_key.encode()
+            if m.key != key:  # the producer did not key by pair: route it to the partition that owns it
+                await topic.send(key=key, value=m.value)
+                outcomes["rekeyed"] += 1
+                continue
+            at_partition(m.partition, *tables)
+            r = step(ev, m.partition, m.offset, *tables, cfg)
+            outcomes[r.outcome] += 1
+            emits.extend(r.emits)
+            max_ts = max(max_ts, ev.ts)
+        if max_ts:
+            _sweep_seen(stage, tables[-1], max_ts)
+        for t in tables:
+            t.flush()
+        await _publish(_coalesce(emits))
+        _count(stage, outcomes)
+        metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - t0)
+
+
+def _coalesce(emits: list[sampling.Emit]) -> list[sampling.Emit]:
+    """Observations are idempotent: send each (product, type) once per batch."""
+    seen, out = set(), []
+    for e in emits:
+        if e.value.get("kind") == "observe":
+            k = (e.key, e.value["other_type"])
+            if k in seen:
+                continue
+            seen.add(k)
+        out.append(e)
+    return out
+
+
+@app.agent(search_buy_topic)
+async def sample_search_buy(stream):
+    await _sample(stream, "sample_search_buy", parse_search_buy, sampling.sample_search_buy, search_buy_topic,
+                  (sb_pairs, sb_queries, sb_seen))
+
+
+@app.agent(co_purchase_topic)
+async def sample_co_purchase(stream):
+    await _sample(stream, "sample_co_purchase", parse_co_purchase, sampling.sample_co_purchase, co_purchase_topic,
+                  (cp_pairs, cp_types, cp_seen))
+
+
+@app.agent(by_product_topic)
+async def check_products(stream):
+    async for events in stream.take_events(TAKE, within=WITHIN):
+        outcomes: Counter = Counter()
+        emits: list[sampling.Emit] = []
+        for event in events:
+            try:
+                msg = json.loads(event.message.value)
+                at_partition(event.message.partition, products)
+                r = sampling.product_degree_step(msg, products, settings.sampling)
+            except (ValueError, KeyError, TypeError) as err:
+                await _dead_letter(event, "check_products", "invalid_internal", repr(err))
+                outcomes["dead_letter"] += 1
+                continue
+            outcomes[r.outcome] += 1
+            emits.extend(r.emits)
+        products.flush()
+        await _publish(emits)
+        _count("check_products", outcomes)
+
+
+async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) -> None:
+    cfg = settings.batch
+    async for events in stream.take_events(cfg.max_size, within=wait_s):
+        outcomes: Counter = Counter()
+        admitted: list[GenerationRequest] = []
+        for event in events:
+            m = event.message
+            try:
+                req = GenerationRequest.model_validate_json(m.value)
+            except ValidationError as err:
+                await _dead_letter(event, stage, "invalid_request", str(err))
+                outcomes["dead_letter"] += 1
+                continue
+            if priority:
+                req = req.model_copy(update={"priority": max(req.priority, 2.0), "source": "cache_miss"})
+            sent.partition = m.partition
+            verdict = dedup.admit(req, m.partition, m.offset, sent, settings.dedup)
+            outcomes[verdict] += 1
+            if verdict in ("admitted", "readmitted"):
+                admitted.append(req)
+        sent.flush()
+        for batch in dedup.make_batches(admitted, cfg.max_size, priority=priority):
+            await batches_topic.send(key=batch.batch_id.encode(), value=batch.model_dump_json(exclude_none=True).encode())
+            metrics.BATCHES.labels(str(priority).lower()).inc()
+            metrics.BATCH_SIZE.observe(len(batch.requests))
+        _count(stage, outcomes)
+
+
+@app.agent(requests_topic)
+async def batch_requests(stream):
+    await _dedup_and_batch(stream, "batch_requests", settings.batch.max_wait_ms / 1000, priority=False)
+
+
+@app.agent(priority_topic)
+async def batch_priority_requests(stream):
+    await _dedup_and_batch(stream, "batch_priority_requests", settings.batch.priority_wait_ms / 1000, priority=True)
+
+
+@app.task
+async def _serve_metrics() -> None:
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)

@@ -1,0 +1,86 @@
+"""Producing behaviour events and knowledge requests to Kafka (confluent-kafka).
+
+Events are keyed by the key of the partition that owns their pair (see processors/events.py), with
+the Java client's murmur2 partitioner so that keys land where Faust (aiokafka) and any other Kafka
+client would put them. The producer is idempotent (no duplicates from its own retries, order kept);
+delivery errors are collected and raised by flush().
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+from processors.events import CoPurchaseEvent, SearchBuyEvent, to_json
+from processors.requests import GenerationRequest
+from streams.settings import Settings, get_settings
+
+
+class DeliveryError(RuntimeError):
+    def __init__(self, errors: list[str]):
+        super().__init__(f"{len(errors)} message(s) not delivered; first: {errors[0]}")
+        self.errors = errors
+
+
+def producer_config(bootstrap: str, **overrides: Any) -> dict:
+    cfg = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 200000,
+        "partitioner": "murmur2_random",
+        "message.timeout.ms": 30000,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+class EventProducer:
+    def __init__(self, settings: Settings | None = None, **config: Any) -> None:
+        self.settings = settings or get_settings()
+        self.topics = self.settings.topics
+        self._p = Producer(producer_config(self.settings.broker, **config))
+        self.delivered = 0
+        self.errors: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, msg) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.errors.append(f"{msg.topic()}: {err.str()}")
+
+    def send_raw(self, topic: str, value: bytes, key: bytes | None = None, timestamp_ms: int | None = None) -> None:
+        while True:
+            try:
+                self._p.produce(topic, value, key, on_delivery=self._on_delivery,
+                                **({"timestamp": timestamp_ms} if timestamp_ms else {}))
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                self._p.poll(0.05)
+        self._p.poll(0)
+
+    def send(self, event: SearchBuyEvent | CoPurchaseEvent, topic: str | None = None) -> None:
+        if topic is None:
+            topic = self.topics.search_buy if isinstance(event, SearchBuyEvent) else self.topics.co_purchase
+        self.send_raw(topic, to_json(event), event.partition_key.encode(), int(event.ts * 1000))
+
+    def request_knowledge(self, request: GenerationRequest) -> None:
+        """A serving cache miss: generation for this pair jumps the queue."""
+        self.send_raw(self.topics.priority_requests, request.model_dump_json(exclude_none=True).encode(),
+                      request.pair_key.encode())
+
+    def send_json(self, topic: str, obj: Any, key: str | None = None) -> None:
+        self.send_raw(topic, json.dumps(obj).encode(), key.encode() if key else None)
+
+    def flush(self, timeout: float = 60.0) -> int:
+        """Wait for every message; raise DeliveryError if any failed. Returns delivered count."""
+        left = self._p.flush(timeout)
+        if left:
+            self.errors.append(f"{left} message(s) still queued after {timeout}s")
+        if self.errors:
+            raise DeliveryError(self.errors)
+        return self.delivered

@@ -1,0 +1,139 @@
+from processors import sampling
+from processors.config import SamplingConfig
+from processors.events import parse_co_purchase, parse_search_buy
+import json
+
+CFG = SamplingConfig(min_events=3, min_purchases=1, min_purchase_rate=0.2, min_click_rate=0.3)
+
+
+def sb_event(i, query="gifts for dad", pid="P1", ptype="multitool", purchased=False, clicked=False, t=0.0, eid=None):
+    return parse_search_buy(json.dumps({
+        "event_id": eid or f"e{i}", "event_time": 1767225600 + t + i, "query": query,
+        "product": {"product_id": pid, "title": f"title {pid}", "product_type": ptype},
+        "clicked": clicked, "purchased": purchased}))
+
+
+class Run:
+    """Feeds events to the sampler as one partition would, with increasing offsets."""
+
+    def __init__(self, cfg=CFG):
+        self.cfg, self.pairs, self.queries, self.seen, self.offset = cfg, {}, {}, {}, 0
+
+    def sb(self, ev, offset=None):
+        if offset is None:
+            offset, self.offset = self.offset, self.offset + 1
+        return sampling.sample_search_buy(ev, 0, offset, self.pairs, self.queries, self.seen, self.cfg)
+
+
+def test_pair_emitted_once_when_rates_pass():
+    r = Run()
+    outs = [r.sb(sb_event(0, purchased=True)), r.sb(sb_event(1)), r.sb(sb_event(2, clicked=True)), r.sb(sb_event(3, purchased=True))]
+    assert [o.outcome for o in outs] == ["few_events", "few_events", "emitted", "recently_emitted"]
+    (emit,) = outs[2].emits
+    assert emit.to == "request" and emit.value["pair_key"] == "sb|gifts for dad|P1"
+    assert emit.value["signals"] == {"events": 3, "clicks": 2, "purchases": 1}
+
+
+def test_low_purchase_and_click_rates_block():
+    r = Run()
+    for i in range(6):
+        out = r.sb(sb_event(i, clicked=True))
+    assert out.outcome == "few_purchases"
+    r = Run(SamplingConfig(min_events=3, min_purchase_rate=0.5, min_click_rate=0.0))
+    for i in range(4):
+        out = r.sb(sb_event(i, purchased=i == 0))
+    assert out.outcome == "low_purchase_rate"
+    r = Run(SamplingConfig(min_events=2, min_purchase_rate=0.0, min_click_rate=0.9))
+    for i in range(4):
+        out = r.sb(sb_event(i, purchased=i == 0))
+    assert out.outcome == "low_click_rate"
+
+
+def test_duplicate_event_id_is_ignored_but_redelivery_is_recognised():
+    r = Run()
+    r.sb(sb_event(0, purchased=True))
+    assert r.sb(sb_event(0, purchased=True)).outcome == "duplicate_event"   # same id, new message
+    assert r.pairs["sb|gifts for dad|P1"]["n"] == 1
+    assert r.sb(sb_event(0, purchased=True), offset=0).outcome == "redelivered"  # same message again
+    assert r.pairs["sb|gifts for dad|P1"]["n"] == 1
+
+
+def test_redelivery_of_the_emitting_message_resends_the_same_request():
+    r = Run()
+    for i in range(3):
+        out = r.sb(sb_event(i, purchased=True))
+    rid = out.emits[0].value["request_id"]
+    again = r.sb(sb_event(2, purchased=True), offset=2)
+    assert again.outcome == "redelivered" and again.emits[0].value["request_id"] == rid
+
+
+def test_pair_ttl_allows_regeneration_later():
+    r = Run(SamplingConfig(min_events=1, min_purchase_rate=0, min_click_rate=0, pair_ttl_s=100))
+    first = r.sb(sb_event(0, purchased=True))
+    assert r.sb(sb_event(1, purchased=True, t=50)).outcome == "recently_emitted"
+    later = r.sb(sb_event(2, purchased=True, t=200))
+    assert later.outcome == "emitted"
+    assert later.emits[0].value["request_id"] != first.emits[0].value["request_id"]
+
+
+def test_query_specificity_broad_vs_specific():
+    cfg = SamplingConfig(specificity_min_purchases=4, specificity_broad_types=4)
+    assert sampling.query_specificity({"n": 2, "t": {"a": 2}}, cfg) == 0.5  # not enough evidence
+    assert sampling.query_specificity({"n": 8, "t": {"a": 8}}, cfg) == 1.0
+    assert sampling.query_specificity({"n": 8, "t": {"a": 2, "b": 2, "c": 2, "d": 2}}, cfg) == 0.0
+    mid = sampling.query_specificity({"n": 8, "t": {"a": 6, "b": 2}}, cfg)
+    assert 0.5 < mid < 1
+
+
+def test_broad_queries_get_higher_priority_and_too_specific_are_dropped():
+    cfg = SamplingConfig(min_events=1, min_purchase_rate=0, min_click_rate=0, specificity_min_purchases=2,
+                         specificity_broad_types=2, max_query_specificity=0.9)
+    r = Run(cfg)
+    r.sb(sb_event(0, query="iphone 13 case", pid="A", ptype="case", purchased=True))
+    assert r.sb(sb_event(1, query="iphone 13 case", pid="B", ptype="case", purchased=True)).outcome == "too_specific"
+    r.sb(sb_event(2, query="gifts", pid="C", ptype="tool", purchased=True))
+    broad = r.sb(sb_event(3, query="gifts", pid="D", ptype="mug", purchased=True))
+    assert broad.outcome == "emitted" and broad.emits[0].value["priority"] == 1.0
+
+
+def test_expired_event_ids():
+    seen = {"a": {"pt": 0, "off": 1, "ts": 100.0}, "b": {"pt": 1, "off": 2, "ts": 500.0}}
+    assert sampling.expired_event_ids(seen, now_ts=600, ttl_s=200) == [("a", 0)]
+
+
+def cp_event(i, a=("A", "case", "Phones"), b=("B", "charger", "Phones"), eid=None):
+    return parse_co_purchase(json.dumps({
+        "event_id": eid or f"c{i}", "event_time": 1767225600 + i,
+        "product_a": {"product_id": a[0], "title": f"t{a[0]}", "product_type": a[1], "category": a[2]},
+        "product_b": {"product_id": b[0], "title": f"t{b[0]}", "product_type": b[1], "category": b[2]}}))
+
+
+def test_co_purchase_needs_repeat_and_related_types():
+    cfg = SamplingConfig(min_co_purchases=2, min_type_pair_support=2)
+    pairs, types, seen = {}, {}, {}
+    run = lambda ev, off: sampling.sample_co_purchase(ev, 0, off, pairs, types, seen, cfg)
+    assert run(cp_event(0), 0).outcome == "few_co_purchases"
+    out = run(cp_event(1), 1)
+    assert out.outcome == "emitted"
+    assert [e.value["kind"] for e in out.emits] == ["observe", "observe", "check"]
+    # different types and categories, linked by only one product pair: unrelated
+    odd = dict(a=("X", "lipstick", "Beauty"), b=("Y", "tire", "Auto"))
+    run(cp_event(2, **odd), 2)
+    assert run(cp_event(3, **odd), 3).outcome == "unrelated_types"
+    # a second product pair linking the same two types makes them related
+    run(cp_event(4, a=("X2", "lipstick", "Beauty"), b=("Y2", "tire", "Auto")), 4)
+    assert run(cp_event(5, **odd), 5).outcome == "emitted"
+
+
+def test_product_degree_drops_noisy_products():
+    cfg = SamplingConfig(max_product_types=2)
+    products = {}
+    for t in ["a", "b", "c", "c"]:
+        sampling.product_degree_step({"kind": "observe", "product": "N", "other_type": t}, products, cfg)
+    sampling.product_degree_step({"kind": "observe", "product": "Q", "other_type": "a"}, products, cfg)
+    req = {"pair_key": "cp|N|Q"}
+    assert sampling.product_degree_step({"kind": "check", "remaining": ["N", "Q"], "request": req}, products, cfg).outcome == "noisy_product"
+    hop = sampling.product_degree_step({"kind": "check", "remaining": ["Q", "N"], "request": req}, products, cfg)
+    assert hop.outcome == "checked" and hop.emits[0].key == "N"
+    ok = sampling.product_degree_step({"kind": "check", "remaining": ["Q"], "request": req}, products, cfg)
+    assert ok.outcome == "emitted" and ok.emits[0].to == "request" and ok.emits[0].key == "cp|N|Q"
