@@ -10,6 +10,7 @@ Run it with `intentflow worker` (or `faust -A streams.app worker`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from processors import dedup, sampling
 from processors.events import EventError, parse_co_purchase, parse_search_buy
 from processors.requests import GenerationRequest
-from streams import fastpath, logs, metrics
+from streams import faust_patches, logs, metrics
 from streams.dlq import envelope
 from streams.settings import get_settings
 from streams.state import TrackedTable, at_partition
@@ -29,7 +30,8 @@ from streams.state import TrackedTable, at_partition
 log = logging.getLogger("intentflow.streams")
 settings = get_settings()
 if settings.faust_fastpath:
-    fastpath.apply()
+    faust_patches.apply_fastpath()
+faust_patches.apply_true_highwaters(settings.broker)
 
 app = faust.App(
     settings.app_id,
@@ -137,7 +139,7 @@ async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedT
         if max_ts:
             _sweep_seen(stage, tables[-1], max_ts)
         for t in tables:
-            t.flush()
+            await t.flush()
         await _publish(_coalesce(emits))
         _count(stage, outcomes)
         metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - t0)
@@ -184,7 +186,7 @@ async def check_products(stream):
                 continue
             outcomes[r.outcome] += 1
             emits.extend(r.emits)
-        products.flush()
+        await products.flush()
         await _publish(emits)
         _count("check_products", outcomes)
 
@@ -209,11 +211,19 @@ async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) ->
             outcomes[verdict] += 1
             if verdict in ("admitted", "readmitted"):
                 admitted.append(req)
-        sent.flush()
+        await sent.flush()
+        acks = []
         for batch in dedup.make_batches(admitted, cfg.max_size, priority=priority):
-            await batches_topic.send(key=batch.batch_id.encode(), value=batch.model_dump_json(exclude_none=True).encode())
+            acks.append(await batches_topic.send(key=batch.batch_id.encode(),
+                                                 value=batch.model_dump_json(exclude_none=True).encode()))
             metrics.BATCHES.labels(str(priority).lower()).inc()
             metrics.BATCH_SIZE.observe(len(batch.requests))
+        if acks:
+            # once the broker has the batches, a redelivered request must not be batched again
+            await asyncio.gather(*acks)
+            for req in admitted:
+                dedup.mark_batched(req, sent)
+            await sent.flush()
         _count(stage, outcomes)
 
 

@@ -101,8 +101,14 @@ def topics_create() -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
-def config(as_json: bool) -> None:
+@click.option("--markdown", is_flag=True, help="the documented table of settings (docs/CONFIGURATION.md)")
+def config(as_json: bool, markdown: bool) -> None:
     """Print every setting with its current value (from INTENTFLOW_* and .env)."""
+    from streams.settings import settings_markdown
+
+    if markdown:
+        click.echo(settings_markdown(), nl=False)
+        return
     d = get_settings().model_dump()
     click.echo(json.dumps(d, indent=None if as_json else 2))
 
@@ -125,7 +131,7 @@ def worker(web_port: int | None, loglevel: str | None, faust_args: tuple[str, ..
     argv = ["intentflow-worker", "worker", "-l", loglevel or s.log_level]
     argv += ["--web-port", str(web_port)] if web_port else ["--without-web"]
     sys.argv = argv + list(faust_args)
-    os.environ.setdefault("F_DATADIR", s.data_dir)
+    Path(s.data_dir, "faust").mkdir(parents=True, exist_ok=True)
     app.main()
 
 

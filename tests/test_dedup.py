@@ -1,5 +1,5 @@
 from processors.config import DedupConfig
-from processors.dedup import admit, make_batches
+from processors.dedup import admit, make_batches, mark_batched
 from processors.requests import GenerationRequest
 
 
@@ -24,3 +24,13 @@ def test_batches_are_bounded_and_broad_first():
     assert [len(b.requests) for b in batches] == [3, 3, 1]
     assert batches[0].request_ids == ["r6", "r5", "r4"]
     assert len({b.batch_id for b in batches}) == 3
+
+
+def test_redelivery_of_an_acknowledged_batch_is_not_batched_again():
+    sent, cfg = {}, DedupConfig()
+    r = req("r1")
+    assert admit(r, 0, 10, sent, cfg) == "admitted"
+    mark_batched(r, sent)
+    assert admit(r, 0, 10, sent, cfg) == "duplicate"
+    mark_batched(req("other"), sent)  # another request id for the pair changes nothing
+    assert sent["sb|q|p"]["rid"] == "r1"

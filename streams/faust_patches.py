@@ -1,4 +1,6 @@
-"""A faster message hand-off for Faust 0.15's consumer (measured: ~17k -> ~40k events/s raw).
+"""Two patches to the pinned Faust (0.15.3), each applied once and tested.
+
+1. A faster message hand-off in the consumer (measured: ~17k -> ~40k events/s raw).
 
 Faust's Consumer._drain_messages wraps *every* message in `wait_first(callback(msg),
 suspend_flow.wait())`: four futures and an asyncio.wait per message, so that a hand-off blocked
@@ -6,6 +8,9 @@ on a full stream buffer is abandoned when a rebalance suspends the flow. We call
 directly while the flow is not suspended and keep Faust's path otherwise. The patch is applied
 by rewriting that one statement of the pinned version's source; if the source is not what we
 expect (another Faust version) nothing is patched and a warning is logged.
+
+2. True high watermarks for table recovery (see streams/kafka_compat.py: Tansu under-reports
+them, and recovery would stop before the last records of a changelog).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ _PATTERN = re.compile(r"\n( *)await self\.wait_first\(\s*callback\(message\), se
 _applied = False
 
 
-def apply() -> bool:
+def apply_fastpath() -> bool:
     global _applied
     if _applied:
         return True
@@ -43,3 +48,30 @@ def apply() -> bool:
     fc.Consumer._drain_messages = ns["_drain_messages"]
     _applied = True
     return True
+
+
+_hw_applied = False
+
+
+def apply_true_highwaters(bootstrap: str) -> None:
+    global _hw_applied
+    if _hw_applied:
+        return
+    import asyncio
+
+    import faust.transport.drivers.aiokafka as fa
+
+    from streams.kafka_compat import true_end_offsets
+
+    original = fa.AIOKafkaConsumerThread._highwaters
+
+    async def _highwaters(self, partitions):
+        reported = await original(self, partitions)
+        if self.consumer.in_transaction:
+            return reported
+        fixed = await asyncio.to_thread(
+            true_end_offsets, bootstrap, {(tp.topic, tp.partition): v for tp, v in reported.items()})
+        return {tp: fixed[(tp.topic, tp.partition)] for tp in reported}
+
+    fa.AIOKafkaConsumerThread._highwaters = _highwaters
+    _hw_applied = True

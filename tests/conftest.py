@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from infra import services
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A fresh Tansu broker on a free loopback port for one test (memory storage: nothing leaks)."""
+    port = services.free_port()
+    svc = services.broker_up(port, tmp_path / "run")
+    yield f"127.0.0.1:{port}"
+    services.down(svc)
+
+
+@pytest.fixture
+def settings_for(monkeypatch):
+    """Settings pointed at a test broker, for in-process producers."""
+    from streams.settings import Settings, get_settings
+
+    def make(bootstrap: str, **env: str) -> Settings:
+        for k in list(os.environ):
+            if k.startswith("INTENTFLOW_"):
+                monkeypatch.delenv(k)
+        monkeypatch.setenv("INTENTFLOW_BROKER", bootstrap)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        get_settings.cache_clear()
+        return get_settings()
+
+    yield make
+    get_settings.cache_clear()

@@ -1,0 +1,134 @@
+"""Test helpers over the real broker: read topics to the end, wait for a group to catch up, run workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streams.kafka_compat import end_offsets
+
+ROOT = Path(__file__).resolve().parents[1]
+INTENTFLOW = str(Path(sys.executable).parent / "intentflow")
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 20.0) -> list:
+    """Every message currently in the topic (up to the end offsets at call time)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-reader-{time.time_ns()}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        ends = {p: end for (_, p), end in end_offsets(bootstrap, [topic]).items()}
+        parts = list(ends)
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        pos = {p: 0 for p in parts}
+        out = []
+        deadline = time.monotonic() + timeout
+        while any(pos[p] < ends[p] for p in parts):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: got {pos}, want {ends}")
+            for m in c.consume(1000, 0.5):
+                if m.error():
+                    continue
+                out.append(m)
+                pos[m.partition()] = m.offset() + 1
+        return out
+    finally:
+        c.close()
+
+
+def read_json(bootstrap: str, topic: str) -> list[dict]:
+    return [json.loads(m.value()) for m in read_topic(bootstrap, topic)]
+
+
+def _committed(bootstrap: str, group: str, ends: dict) -> dict:
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    tps = [TopicPartition(t, p) for t, p in ends]
+    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
+    return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in fut.result(10).topic_partitions}
+
+
+def committed(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Messages the group has committed on these topics, all partitions together."""
+    return sum(_committed(bootstrap, group, end_offsets(bootstrap, topics)).values())
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Messages not yet committed by the group on these topics (uncommitted partitions count whole)."""
+    ends = end_offsets(bootstrap, topics)
+    done = _committed(bootstrap, group, ends)
+    return sum(end - done.get(k, 0) for k, end in ends.items())
+
+
+def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout: float = 120.0, settle: float = 0.0) -> None:
+    deadline = time.monotonic() + timeout
+    lag = None
+    while time.monotonic() < deadline:
+        lag = group_lag(bootstrap, group, topics)
+        if lag == 0:
+            time.sleep(settle)
+            if group_lag(bootstrap, group, topics) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"group {group} still {lag} behind on {topics}")
+
+
+class Worker:
+    """`intentflow worker` in a subprocess, with its log in a file."""
+
+    def __init__(self, env: dict, log: Path, name: str = "worker"):
+        self.env, self.log, self.name = env, log, name
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        self._f = open(self.log, "ab")
+        self.proc = subprocess.Popen([INTENTFLOW, "worker"], env=self.env, cwd=ROOT, stdout=self._f,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.tail()}")
+            if b"Ready" in self.log.read_bytes():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready:\n{self.tail()}")
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_bytes()[-n:].decode(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTENTFLOW_")}
+    env.update({
+        "INTENTFLOW_BROKER": bootstrap,
+        "INTENTFLOW_DATA_DIR": str(data_dir),
+        "INTENTFLOW_SESSION_TIMEOUT_S": "6",
+        "INTENTFLOW_LOG_LEVEL": "info",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
