@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Annotated, Literal, Union
 
@@ -42,7 +43,7 @@ class _Event(_Strict):
         # Naive times are read as UTC; everything downstream compares epoch seconds.
         return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
 
-    @property
+    @cached_property
     def ts(self) -> float:
         return self.event_time.timestamp()
 
@@ -57,11 +58,11 @@ class SearchBuyEvent(_Event):
     added_to_cart: bool = False
     purchased: bool = False
 
-    @property
+    @cached_property
     def pair_key(self) -> str:
         return search_pair_key(self.query, self.product.product_id)
 
-    @property
+    @cached_property
     def partition_key(self) -> str:
         # One partition owns a query and so every (query, product) pair under it: pair counts
         # and the query's specificity are then local state, with no repartition hop.
@@ -83,11 +84,11 @@ class CoPurchaseEvent(_Event):
             raise ValueError("product_a and product_b are the same product")
         return v
 
-    @property
+    @cached_property
     def pair_key(self) -> str:
         return co_pair_key(self.product_a.product_id, self.product_b.product_id)
 
-    @property
+    @cached_property
     def partition_key(self) -> str:
         return self.pair_key
 
@@ -136,26 +137,24 @@ def _decode(raw: bytes | str) -> dict:
     return obj
 
 
-def parse_search_buy(raw: bytes | str) -> SearchBuyEvent:
-    obj = _decode(raw)
-    obj.setdefault("type", "search_buy")
-    if obj["type"] != "search_buy":
-        raise EventError(f"type: expected 'search_buy' on this topic, got {obj['type']!r}")
+def _parse(model: type[_Event], raw: bytes | str):
+    # pydantic's own JSON parser is about twice as fast as json.loads + model_validate
     try:
-        return SearchBuyEvent.model_validate(obj)
+        return model.model_validate_json(raw)
     except ValidationError as e:
+        if any(err["type"] == "json_invalid" for err in e.errors()):
+            _decode(raw)  # raises the plain "not JSON" message
+        if any(err["type"] == "model_type" and not err["loc"] for err in e.errors()):
+            raise EventError(f"expected a JSON object, got {type(json.loads(raw)).__name__}") from None
         raise EventError(_explain(e)) from None
+
+
+def parse_search_buy(raw: bytes | str) -> SearchBuyEvent:
+    return _parse(SearchBuyEvent, raw)
 
 
 def parse_co_purchase(raw: bytes | str) -> CoPurchaseEvent:
-    obj = _decode(raw)
-    obj.setdefault("type", "co_purchase")
-    if obj["type"] != "co_purchase":
-        raise EventError(f"type: expected 'co_purchase' on this topic, got {obj['type']!r}")
-    try:
-        return CoPurchaseEvent.model_validate(obj)
-    except ValidationError as e:
-        raise EventError(_explain(e)) from None
+    return _parse(CoPurchaseEvent, raw)
 
 
 def parse_event(obj: dict) -> SearchBuyEvent | CoPurchaseEvent:

@@ -10,6 +10,7 @@ duplicate and is ignored.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal, MutableMapping
 
@@ -35,20 +36,42 @@ class Result:
     emits: list[Emit] = field(default_factory=list)
 
 
+# A remembered event id: [partition, offset, event time] (a list: the commonest table row, kept small)
+PT, OFF, TS = 0, 1, 2
+
+
 def _seen_before(seen: State, event_id: str, partition: int, offset: int) -> bool:
     """True for a producer duplicate (same id, another message); False for first sight or redelivery."""
     s = seen.get(event_id)
-    return s is not None and (s["pt"], s["off"]) != (partition, offset)
+    return s is not None and (s[PT] != partition or s[OFF] != offset)
 
 
 def _remember(seen: State, event_id: str, partition: int, offset: int, ts: float) -> None:
-    seen[event_id] = {"pt": partition, "off": offset, "ts": ts}
+    seen[event_id] = [partition, offset, ts]
 
 
-def expired_event_ids(seen: State, now_ts: float, ttl_s: float) -> list[tuple[str, int]]:
-    """(event id, partition) of remembered ids older than the TTL, for the caller to delete."""
-    cutoff = now_ts - ttl_s
-    return [(k, v["pt"]) for k, v in seen.items() if v["ts"] < cutoff]
+class EventIdExpiry:
+    """Which remembered event ids are past the TTL (event time); ids live at least the TTL.
+
+    A queue of (time, id) in arrival order makes each sweep cost only what it removes. Built
+    from the whole table once (after a restart the table is recovered, the queue is not).
+    """
+
+    def __init__(self, seen: State) -> None:
+        self.queue = deque(sorted((v[TS], k) for k, v in seen.items()))
+
+    def add(self, seen: State, keys: list[str]) -> None:
+        self.queue.extend((seen[k][TS], k) for k in keys if k in seen)
+
+    def expired(self, seen: State, now_ts: float, ttl_s: float) -> list[tuple[str, int]]:
+        """(event id, partition) of ids older than now - ttl, for the caller to delete."""
+        cutoff, out, q = now_ts - ttl_s, [], self.queue
+        while q and q[0][0] < cutoff:
+            _, key = q.popleft()
+            v = seen.get(key)
+            if v is not None and v[TS] < cutoff:
+                out.append((key, v[PT]))
+        return out
 
 
 def _redelivered(pair: dict, partition: int, offset: int) -> bool:
@@ -137,14 +160,13 @@ def sample_search_buy(
         return Result("duplicate_event")
     _remember(seen, ev.event_id, partition, offset, ev.ts)
 
-    pair = dict(pair) if pair else {"n": 0, "c": 0, "p": 0}
+    pair = pair if pair is not None else {"n": 0, "c": 0, "p": 0}
     pair["n"] += 1
     pair["c"] += ev.clicked or ev.purchased  # a purchase from a result implies it was clicked
     pair["p"] += ev.purchased
     pair.update(pt=partition, off=offset)
     if ev.purchased:
-        q = queries.get(qk)
-        q = {"n": q["n"], "t": dict(q["t"])} if q else {"n": 0, "t": {}}
+        q = queries.get(qk) or {"n": 0, "t": {}}
         _count_query_purchase(q, _type_of(ev.product), cfg)
         queries[qk] = q
 
@@ -220,7 +242,7 @@ def sample_co_purchase(
     _remember(seen, ev.event_id, partition, offset, ev.ts)
 
     first = pair is None
-    pair = dict(pair) if pair else {"n": 0}
+    pair = pair if pair is not None else {"n": 0}
     pair["n"] += 1
     pair.update(pt=partition, off=offset)
     a, b = ev.product_a, ev.product_b

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from processors import dedup, sampling
 from processors.events import EventError, parse_co_purchase, parse_search_buy
 from processors.requests import GenerationRequest
-from streams import faust_patches, logs, metrics
+from streams import faust_patches, logs, metrics, state
 from streams.dlq import envelope
 from streams.settings import get_settings
 from streams.state import TrackedTable, at_partition
@@ -45,7 +45,8 @@ app = faust.App(
     broker_commit_interval=1.0,
     broker_max_poll_records=5000,
     consumer_auto_offset_reset="earliest",
-    stream_buffer_maxsize=16384,
+    stream_buffer_maxsize=65536,
+    consumer_max_fetch_size=16 * 1024 * 1024,
     stream_wait_empty=False,
     logging_config=logs.logging_config(settings.log_level, settings.log_json),
 )
@@ -65,7 +66,9 @@ dlq_topic = _topic(settings.topics.dlq)
 
 
 def _table(name: str, help: str) -> TrackedTable:
-    return TrackedTable(app.Table(name, default=None, partitions=settings.partitions, help=help))
+    table = app.Table(name, default=None, partitions=settings.partitions, help=help)
+    assert table.key_serializer == table.value_serializer == "json", "streams/state.py writes JSON changelogs"
+    return TrackedTable(table)
 
 
 sb_pairs = _table("sb_pairs", "search-buy counts per (query, product)")
@@ -79,13 +82,16 @@ sent = _table("sent_requests", "the request last sent to generation per pair")
 
 TAKE, WITHIN = 1000, 0.05
 _destinations = {"request": requests_topic, "product": by_product_topic}
-_watermark: dict[str, float] = {}
+_expiry: dict[str, sampling.EventIdExpiry] = {}
 
 
 async def _publish(emits: list[sampling.Emit]) -> None:
+    by_topic: dict[str, list[tuple[bytes, bytes]]] = {}
     for e in emits:
-        await _destinations[e.to].send(key=e.key.encode(), value=json.dumps(e.value).encode())
-        metrics.EMITTED.labels(e.to).inc()
+        by_topic.setdefault(e.to, []).append((e.key.encode(), json.dumps(e.value).encode()))
+    for to, records in by_topic.items():
+        await state.send_keyed(app, _destinations[to].get_topic_name(), records)
+        metrics.EMITTED.labels(to).inc(len(records))
 
 
 async def _dead_letter(event: faust.EventT, stage: str, kind: str, error: str) -> None:
@@ -101,14 +107,11 @@ def _count(stage: str, outcomes: Counter) -> None:
 
 
 def _sweep_seen(stage: str, seen: TrackedTable, batch_max_ts: float) -> None:
-    """Forget event ids older than the TTL (event time), at most once a minute of event time."""
-    last = _watermark.get(stage)
-    if last is None:
-        _watermark[stage] = batch_max_ts
-    elif batch_max_ts - last >= 60:
-        _watermark[stage] = batch_max_ts
-        for key, pt in sampling.expired_event_ids(seen.data, batch_max_ts, settings.sampling.event_id_ttl_s):
-            seen.delete(key, pt)
+    """Forget event ids older than the TTL (event time)."""
+    expiry = _expiry.get(stage) or _expiry.setdefault(stage, sampling.EventIdExpiry(seen.data))
+    expiry.add(seen.data, seen.touched())
+    for key, pt in expiry.expired(seen.data, batch_max_ts, settings.sampling.event_id_ttl_s):
+        seen.delete(key, pt)
 
 
 async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedTable, ...]) -> None:
@@ -138,8 +141,7 @@ async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedT
             max_ts = max(max_ts, ev.ts)
         if max_ts:
             _sweep_seen(stage, tables[-1], max_ts)
-        for t in tables:
-            await t.flush()
+        await state.flush(app, *tables)
         await _publish(_coalesce(emits))
         _count(stage, outcomes)
         metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - t0)
@@ -186,7 +188,7 @@ async def check_products(stream):
                 continue
             outcomes[r.outcome] += 1
             emits.extend(r.emits)
-        await products.flush()
+        await state.flush(app, products)
         await _publish(emits)
         _count("check_products", outcomes)
 
@@ -211,7 +213,9 @@ async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) ->
             outcomes[verdict] += 1
             if verdict in ("admitted", "readmitted"):
                 admitted.append(req)
-        await sent.flush()
+        # Order matters for a crash: the pairs' "sent" state is on the broker before their batch,
+        # and the batch before the mark that it went out.
+        await state.flush(app, sent, acked=True)
         acks = []
         for batch in dedup.make_batches(admitted, cfg.max_size, priority=priority):
             acks.append(await batches_topic.send(key=batch.batch_id.encode(),
@@ -223,7 +227,7 @@ async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) ->
             await asyncio.gather(*acks)
             for req in admitted:
                 dedup.mark_batched(req, sent)
-            await sent.flush()
+            await state.flush(app, sent, acked=True)
         _count(stage, outcomes)
 
 

@@ -91,9 +91,11 @@ def state_memory(pairs: int, progress: bool) -> dict:
     gc.collect()
     tracemalloc.start()
     tables: list[dict] = [{}, {}, {}]
-    for i, (q, raw) in enumerate(tqdm(synthetic_events(pairs, pairs, seed=2), total=pairs, disable=not progress,
-                                      desc="state memory", unit="pair")):
-        sample_search_buy(parse_search_buy(raw), 0, i, *tables, cfg)
+    for i in tqdm(range(pairs), disable=not progress, desc="state memory", unit="pair"):
+        raw = json.dumps({"event_id": f"m{i}", "event_time": T0 + i / 1000, "query": f"query {i // 5}",
+                          "product": {"product_id": f"P{i}", "title": "t", "product_type": f"type {i % 40}"},
+                          "clicked": True, "purchased": i % 3 == 0}).encode()
+        sample_search_buy(parse_search_buy(raw), 0, i, *tables, cfg)  # one event per distinct pair
     gc.collect()
     total, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -126,6 +128,7 @@ def run_stream_bench(events: int, pairs: int, memory_pairs: int, progress: bool 
                         p.poll(0.05)
                 p.poll(0)
             p.flush(60)
+            del p
             out["produce_events_per_s"] = round(events / (time.perf_counter() - t0))
             out["raw_consume_events_per_s"] = round(_raw_consume(bootstrap, "behavior.search_buy", events))
 
@@ -158,7 +161,7 @@ def run_stream_bench(events: int, pairs: int, memory_pairs: int, progress: bool 
                 if sampled >= events and batched >= emitted:
                     t_done = now
                     break
-                time.sleep(0.1)
+                time.sleep(0.25)
             bar.close()
             if t_done is None:
                 raise RuntimeError("the stream worker did not finish within 600 s")

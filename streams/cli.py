@@ -128,6 +128,11 @@ def worker(web_port: int | None, loglevel: str | None, faust_args: tuple[str, ..
     services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication)
     from streams.app import app
 
+    import asyncio
+
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # ~20% more events/s than asyncio's loop
     argv = ["intentflow-worker", "worker", "-l", loglevel or s.log_level]
     argv += ["--web-port", str(web_port)] if web_port else ["--without-web"]
     sys.argv = argv + list(faust_args)

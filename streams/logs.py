@@ -32,6 +32,8 @@ def logging_config(level: str = "INFO", as_json: bool = True) -> dict:
         "formatters": {"default": fmt},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
+        # aiokafka's per-batch debug lines cost ~2% of a busy worker even when filtered late
+        "loggers": {"aiokafka": {"level": "WARNING"}},
     }
 
 

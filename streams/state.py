@@ -4,14 +4,18 @@ Faust writes a changelog message on every `table[key] = value`; a micro-batch of
 touches the same key many times (popular pairs), so we write through to the table's store and
 send each touched key's final value once, to the partition of the event that touched it.
 
-The writes go straight to the producer (`changelog_topic.send`), not through Faust's send_soon
-buffer: Faust 0.15 flushes that buffer before committing offsets with a 0.1 s timeout and commits
-anyway when it expires, so under load a crash lost state of committed events (found by the
-kill -9 test). The producer itself is flushed completely before every commit.
+The writes are appended to aiokafka record batches per changelog partition and handed to the
+producer directly, not through Faust's send_soon buffer: Faust 0.15 flushes that buffer before
+committing offsets with a 0.1 s timeout and commits anyway when it expires, so under load a crash
+lost state of committed events (found by the kill -9 test). The producer itself is flushed
+completely before every commit. Batching also makes a write ~10x cheaper than `topic.send`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections import defaultdict
 from typing import Any, Iterator, MutableMapping
 
 
@@ -23,7 +27,10 @@ class TrackedTable(MutableMapping[str, Any]):
 
     @property
     def data(self) -> MutableMapping[str, Any]:
-        return self.table.data
+        store = self.table.data
+        # The memory store keeps a plain dict behind a Python-level mapping; use the dict itself
+        # (a third of the per-event cost of the sampler was that wrapper's __getitem__).
+        return getattr(store, "data", store) if isinstance(getattr(store, "data", None), dict) else store
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -49,15 +56,71 @@ class TrackedTable(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self.data)
 
-    async def flush(self) -> int:
-        n = len(self._dirty)
-        topic, t = self.table.changelog_topic, self.table
+    def touched(self) -> list[str]:
+        return list(self._dirty)
+
+    def drain(self) -> Iterator[tuple[str, int, bytes, bytes | None]]:
+        """(changelog topic, partition, key, value) of every key touched since the last drain.
+
+        Keys and values are JSON, as Faust's "json" codec writes them (the tables are declared with
+        it), so Faust's own recovery reads them back; plain json.dumps is a third of the cost.
+        """
+        topic = self.table.changelog_topic.get_topic_name()
+        dumps, data = json.dumps, self.data
         for key, partition in self._dirty.items():
-            value = self.data.get(key)
-            await topic.send(key=key, value=value, partition=partition, key_serializer=t.key_serializer,
-                             value_serializer="raw" if value is None else t.value_serializer)
+            value = data.get(key)
+            yield topic, partition, dumps(key).encode(), None if value is None else dumps(value, separators=(",", ":")).encode()
         self._dirty.clear()
-        return n
+
+
+async def flush(app: Any, *tables: TrackedTable, acked: bool = False) -> int:
+    """Send the touched keys of these tables as record batches, one per changelog partition.
+
+    Returns when the producer has accepted them (Faust flushes the producer before it commits
+    the offsets of the events that caused them), or with `acked` when the broker has them.
+    """
+    groups: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = defaultdict(list)
+    for table in tables:
+        for topic, partition, k, v in table.drain():
+            groups[(topic, partition)].append((k, v))
+    if not groups:
+        return 0
+    producer = app.producer._ensure_producer()  # the aiokafka producer (pinned Faust 0.15.3)
+    n, futures = 0, []
+    for (topic, partition), records in groups.items():
+        batch = producer.create_batch()
+        for k, v in records:
+            if batch.append(key=k, value=v, timestamp=None) is None:  # full: send it, start another
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=k, value=v, timestamp=None)
+            n += 1
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    if acked:
+        await asyncio.gather(*futures)
+    return n
+
+
+async def send_keyed(app: Any, topic: str, records: list[tuple[bytes, bytes]]) -> int:
+    """Publish keyed records in record batches, partitioned as aiokafka's default partitioner
+    (murmur2, as the Java client and our confluent-kafka producers with murmur2_random) would."""
+    if not records:
+        return 0
+    producer = app.producer._ensure_producer()
+    partitions = sorted(await producer.partitions_for(topic))
+    groups: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    part = producer._partitioner
+    for k, v in records:
+        groups[part(k, partitions, partitions)].append((k, v))
+    for partition, recs in groups.items():
+        batch = producer.create_batch()
+        for k, v in recs:
+            if batch.append(key=k, value=v, timestamp=None) is None:
+                await producer.send_batch(batch, topic, partition=partition)
+                batch = producer.create_batch()
+                batch.append(key=k, value=v, timestamp=None)
+        await producer.send_batch(batch, topic, partition=partition)
+    return len(records)
 
 
 def at_partition(partition: int, *tables: TrackedTable) -> None:

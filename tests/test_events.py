@@ -26,13 +26,14 @@ def test_naive_time_is_utc():
 
 @pytest.mark.parametrize("raw, msg", [
     (b"{not json", "not JSON"),
+    (b"\xff\xfe", "not JSON"),
     (b"[1, 2]", "expected a JSON object"),
     (sb(query=""), "query"),
     (sb(product={"product_id": "P1"}), "product.title"),
     (sb(purchased="maybe"), "purchased"),
     (sb(surprise=1), "surprise"),
     (sb(schema_version=2), "schema_version"),
-    (sb(type="co_purchase"), "expected 'search_buy'"),
+    (sb(type="co_purchase"), "type: Input should be 'search_buy'"),
     (sb(event_time="yesterday"), "event_time"),
 ])
 def test_invalid_search_buy_says_why(raw, msg):

@@ -96,9 +96,14 @@ def test_broad_queries_get_higher_priority_and_too_specific_are_dropped():
     assert broad.outcome == "emitted" and broad.emits[0].value["priority"] == 1.0
 
 
-def test_expired_event_ids():
-    seen = {"a": {"pt": 0, "off": 1, "ts": 100.0}, "b": {"pt": 1, "off": 2, "ts": 500.0}}
-    assert sampling.expired_event_ids(seen, now_ts=600, ttl_s=200) == [("a", 0)]
+def test_event_ids_expire_after_the_ttl_only():
+    seen = {"b": [1, 2, 500.0], "a": [0, 1, 100.0]}
+    exp = sampling.EventIdExpiry(seen)  # built from a recovered table: sorted by time
+    seen["c"] = [0, 3, 650.0]
+    exp.add(seen, ["c"])
+    assert exp.expired(seen, now_ts=600, ttl_s=200) == [("a", 0)]
+    assert exp.expired(seen, now_ts=600, ttl_s=200) == []
+    assert exp.expired(seen, now_ts=900, ttl_s=200) == [("b", 1), ("c", 0)]
 
 
 def cp_event(i, a=("A", "case", "Phones"), b=("B", "charger", "Phones"), eid=None):
