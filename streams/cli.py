@@ -226,6 +226,29 @@ def bench_stream(events: int, pairs: int, memory_pairs: int, as_json: bool) -> N
     _emit(run_stream_bench(events, pairs, memory_pairs, progress=not as_json), as_json)
 
 
+def _ml(args: list[str]) -> None:
+    """Run an ML command in .venv-ml (vLLM and faust-streaming cannot share an environment)."""
+    root = Path(__file__).resolve().parents[1]
+    py = os.environ.get("INTENTFLOW_ML_PYTHON", str(root / ".venv-ml" / "bin" / "python"))
+    if not Path(py).exists():
+        raise click.ClickException(f"{py} not found: build the ML environment with `make venv-ml`")
+    os.execv(py, [py, "-m", "generators.cli", *args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def generate(args: tuple[str, ...]) -> None:
+    """Generation workers (run in .venv-ml): `intentflow generate worker|bootstrap --help`."""
+    _ml(list(args))
+
+
+@bench.command("generate", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_generate(args: tuple[str, ...]) -> None:
+    """vLLM batched vs a naive transformers loop (runs in .venv-ml): --prompts N --json."""
+    _ml(["bench", *args])
+
+
 @main.command()
 def demo() -> None:
     """The end-to-end demo (not yet: the generation, filter and feature stages are open issues)."""

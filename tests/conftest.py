@@ -32,3 +32,9 @@ def settings_for(monkeypatch):
 
     yield make
     get_settings.cache_clear()
+
+
+# tests/ml needs the ML environment (.venv-ml: vLLM, torch); .ci/pytest.sh runs it there.
+import importlib.util  # noqa: E402
+
+collect_ignore = [] if importlib.util.find_spec("vllm") else ["ml"]

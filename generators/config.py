@@ -1,0 +1,40 @@
+"""Settings of the ML-side workers, from the same INTENTFLOW_* environment as the stream side.
+
+(The stream side's settings live in streams/, which the ML side does not import: the two run in
+different environments. Names that both read, like INTENTFLOW_BROKER, mean the same thing.)
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MLTopics(BaseModel):
+    batches: str = "generation.batches"
+    candidates: str = Field("knowledge.candidates", description="parsed candidates with lineage, for the filter stage")
+    generation_dlq: str = Field("generation.dlq", description="batches that could not be generated, with the reason")
+
+
+class GenerationConfig(BaseModel):
+    engine: str = Field("vllm", description="vllm | openai | transformers")
+    model: str = Field("smollm2", description="'smollm2' (bundled), a local folder or a hub id")
+    base_url: str = Field("http://127.0.0.1:8000", description="OpenAI-compatible server for engine=openai")
+    relations: tuple[str, ...] = Field(("used_for_function", "used_for_audience", "xWant"),
+                                       description="relations asked per request (generators/relations.py)")
+    max_tokens: int = 48
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+    max_items: int = Field(5, description="candidates kept per (request, relation)")
+    max_words: int = Field(12, description="longer items are dropped as run-on text")
+    retries: int = Field(1, description="engine retries of a failing batch before it goes to the DLQ")
+
+
+class MLSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTENTFLOW_", env_nested_delimiter="__", env_file=".env", extra="ignore")
+
+    broker: str = "127.0.0.1:19092"
+    session_timeout_s: float = 10.0
+    topics: MLTopics = MLTopics()
+    generation: GenerationConfig = GenerationConfig()
