@@ -22,6 +22,7 @@ class GenerationConfig(BaseModel):
     base_url: str = Field("http://127.0.0.1:8000", description="OpenAI-compatible server for engine=openai")
     relations: tuple[str, ...] = Field(("used_for_function", "used_for_audience", "xWant"),
                                        description="relations asked per request (generators/relations.py)")
+    prompt_style: str = Field("plain", description="plain (few-shot completion; small models) or chat (the model's chat template)")
     max_tokens: int = 48
     temperature: float = 0.7
     top_p: float = 0.95

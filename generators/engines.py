@@ -31,6 +31,7 @@ class GenParams:
     seed: int = 0
     stop: tuple[str, ...] = ("\n\n", "Search:", "Bought together:")
     logprobs: bool = True
+    chat: bool = False  # wrap each prompt as one user turn in the model's chat template
 
 
 @dataclass
@@ -64,6 +65,17 @@ def _yes_no_from_top(top: dict[str, float]) -> float:
     return p["YES"] - p["NO"]
 
 
+def chat_prompt(prompt: str) -> str:
+    """A plain few-shot prompt as a user turn: the trailing "1." becomes the instruction to list."""
+    text = prompt[:-2] if prompt.endswith("1.") else prompt
+    return text.rstrip() + "\nAnswer with a numbered list."
+
+
+def chat_text(tokenizer, prompt: str) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": chat_prompt(prompt)}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -86,6 +98,8 @@ class VLLMEngine:
 
         sp = SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
                             seed=params.seed, stop=list(params.stop), logprobs=1 if params.logprobs else None)
+        if params.chat:
+            prompts = [chat_text(self.llm.get_tokenizer(), p) for p in prompts]
         outs = self.llm.generate(prompts, sp, use_tqdm=False)
         res = []
         for o in outs:
@@ -117,13 +131,13 @@ class OpenAIEngine:
         self.timeout_s = timeout_s
         self.retry_for_s = retry_for_s
 
-    def _post(self, body: dict) -> dict:
+    def _post(self, body: dict, path: str = "/v1/completions") -> dict:
         """Retries connection errors and 5xx with backoff for retry_for_s: a restarting server
         costs latency, never the batch. 4xx are the request's fault and raise at once."""
         data = json.dumps(body).encode()
         deadline, delay = time.monotonic() + self.retry_for_s, 0.5
         while True:
-            req = urllib.request.Request(f"{self.base_url}/v1/completions", data=data,
+            req = urllib.request.Request(f"{self.base_url}{path}", data=data,
                                          headers={"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
@@ -141,6 +155,8 @@ class OpenAIEngine:
             delay = min(delay * 2, 10.0)
 
     def generate(self, prompts: list[str], params: GenParams) -> list[Completion]:
+        if params.chat:
+            return [self._chat(p, params) for p in prompts]  # the chat API takes one conversation a call
         body = {"model": self.model, "prompt": prompts, "max_tokens": params.max_tokens,
                 "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed,
                 "stop": list(params.stop)}
@@ -153,6 +169,14 @@ class OpenAIEngine:
             out.append(Completion(c["text"], len(lp) if lp else len(c["text"].split()),
                                   [x for x in lp if x is not None], c.get("finish_reason")))
         return out
+
+    def _chat(self, prompt: str, params: GenParams) -> Completion:
+        body = {"model": self.model, "messages": [{"role": "user", "content": chat_prompt(prompt)}],
+                "max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
+                "seed": params.seed, "stop": list(params.stop), "logprobs": params.logprobs}
+        c = self._post(body, "/v1/chat/completions")["choices"][0]
+        lps = [t["logprob"] for t in ((c.get("logprobs") or {}).get("content") or [])]
+        return Completion(c["message"]["content"], len(lps), lps, c.get("finish_reason"))
 
     def yes_no(self, prompts: list[str]) -> list[float]:
         body = {"model": self.model, "prompt": prompts, "max_tokens": 1, "temperature": 0.0, "logprobs": 20}
@@ -184,7 +208,9 @@ class TransformersEngine:
     def _generate(self, prompts: list[str], params: GenParams) -> list[Completion]:
         torch = self.torch
         torch.manual_seed(params.seed)
-        enc = self.tok(prompts, return_tensors="pt", padding=True)
+        if params.chat:
+            prompts = [chat_text(self.tok, p) for p in prompts]
+        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=not params.chat)
         with torch.no_grad():
             g = self.lm.generate(**enc, max_new_tokens=params.max_tokens, do_sample=params.temperature > 0,
                                  temperature=params.temperature or None, top_p=params.top_p if params.temperature else None,

@@ -44,7 +44,9 @@ def parse_list(text: str, max_items: int = 5, max_words: int = 12) -> Parsed:
     out = Parsed()
     lines = text.replace("\r", "").split("\n")
     raw_items: list[str] = []
-    current: list[str] | None = [lines[0]] if lines else None  # the first line continues "1."
+    first = _ITEM.match(lines[0]) if lines else None
+    # the first line continues the prompt's "1." (plain style), or starts "1." itself (chat style)
+    current: list[str] | None = ([first.group(2)] if first else [lines[0]]) if lines else None
     for line in lines[1:]:
         if _SECTION.match(line):
             break  # the model started a new example

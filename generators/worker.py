@@ -45,7 +45,8 @@ def generate_batch(batch: dict, engine: Engine, settings: MLSettings) -> BatchRe
     reqs = batch["requests"]
     all_prompts = [p for r in reqs for p in prompts.build(r, g.relations)]
     by_id = {r["request_id"]: r for r in reqs}
-    params = GenParams(max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, seed=g.seed)
+    params = GenParams(max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, seed=g.seed,
+                       chat=g.prompt_style == "chat")
     t0 = time.perf_counter()
     outs = engine.generate([p.text for p in all_prompts], params) if all_prompts else []
     secs = time.perf_counter() - t0
@@ -68,7 +69,7 @@ def generate_batch(batch: dict, engine: Engine, settings: MLSettings) -> BatchRe
                 "product_a": r.get("product_a"), "product_b": r.get("product_b"),
                 "lineage": {
                     "batch_id": batch["batch_id"], "event_id": r["event_id"], "event_time": r["event_time"],
-                    "model": engine.model, "engine": engine.name, "prompt_version": p.version,
+                    "model": engine.model, "engine": engine.name, "prompt_version": f"{p.version}/{g.prompt_style}",
                     "generated_at": now, "generation_seconds": round(secs, 3),
                     "mean_logprob": out.mean_logprob, "finish_reason": out.finish_reason,
                 },

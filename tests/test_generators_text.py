@@ -57,6 +57,10 @@ def test_parse_list_handles_ugly_output(text, want, dropped):
     assert dict(p.dropped) == dropped
 
 
+def test_parse_chat_style_output_that_numbers_its_first_item():
+    assert [t for _, t in parse_list("1. camping\n2. hiking").items] == ["camping", "hiking"]
+
+
 def test_parse_caps_items_and_normalizes():
     p = parse_list(" a\n2. b\n3. c\n4. d", max_items=2)
     assert [t for _, t in p.items] == ["a", "b"] and p.dropped["over_max_items"] == 2

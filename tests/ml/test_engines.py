@@ -92,3 +92,10 @@ def test_openai_engine_against_real_vllm_serve_survives_a_restart(smollm2):
     finally:
         server.terminate()
         server.wait(60)
+
+
+def test_chat_style_uses_the_models_template(vllm_engine):
+    from dataclasses import replace
+
+    outs = vllm_engine.generate(PROMPTS[:1], replace(PARAMS, chat=True))
+    assert outs[0].text.strip()

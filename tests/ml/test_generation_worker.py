@@ -54,6 +54,7 @@ def test_batches_become_candidates_with_lineage_and_poison_goes_to_dlq(broker, s
     p.produce(settings.topics.batches, b"{poison", b"b2")
     p.produce(settings.topics.batches, json.dumps({"batch_id": "b3", "created_at": 0, "requests": [SB]}).encode(), b"b3")
     p.flush(10)
+    del p  # no client left to retry the broker after the fixture stops it
     stats = GenerationWorker(vllm_engine, settings).run(max_batches=3, idle_exit_s=60)
     assert stats["batches"] == 2 and stats["dead_letter"] == 1
     assert stats["duplicate_request"] == 1  # b3 repeats req-sb: not generated twice
