@@ -35,6 +35,10 @@ def worker(engine: str | None, model: str | None, max_batches: int | None, idle_
     from generators.worker import GenerationWorker
 
     s = MLSettings()
+    if s.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(s.metrics_port, addr="127.0.0.1")
     g = s.generation
     kw = {"base_url": g.base_url} if (engine or g.engine) == "openai" else {}
     eng = make_engine(engine or g.engine, model or g.model, **kw)

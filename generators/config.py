@@ -37,5 +37,6 @@ class MLSettings(BaseSettings):
 
     broker: str = "127.0.0.1:19092"
     session_timeout_s: float = 10.0
+    metrics_port: int = Field(0, description="Prometheus /metrics port of an ML worker; 0: off")
     topics: MLTopics = MLTopics()
     generation: GenerationConfig = GenerationConfig()

@@ -19,12 +19,18 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, Producer
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
 
 from generators import parsing, prompts
 from generators.config import MLSettings
 from generators.engines import Engine, GenParams
 
 log = logging.getLogger("intentflow.generate")
+
+EVENTS = PromCounter("intentflow_generation_total", "generation worker counts by kind", ["kind"])
+ENGINE_SECONDS = Histogram("intentflow_engine_batch_seconds", "engine time per micro-batch",
+                           buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300))
 
 
 def candidate_id(request_id: str, relation: str, tail: str) -> str:
@@ -118,6 +124,7 @@ class GenerationWorker:
                "failed_at": time.time(), "value_text": (msg.value() or b"").decode(errors="replace")}
         self._produce_all(self.s.topics.generation_dlq, [(str(msg.key() or b"", "utf-8", "replace"), json.dumps(env).encode())])
         self.stats["dead_letter"] += 1
+        EVENTS.labels("dead_letter").inc()
 
     def handle(self, msg) -> None:
         try:
@@ -146,9 +153,12 @@ class GenerationWorker:
             self.recent[r["request_id"]] = None
         while len(self.recent) > 100_000:
             self.recent.popitem(last=False)
-        self.stats.update({"batches": 1, "requests": len(reqs), "candidates": len(res.candidates),
-                           "output_tokens": res.output_tokens})
-        self.stats.update({f"dropped_{k}": v for k, v in res.dropped.items()})
+        counts = {"batches": 1, "requests": len(reqs), "candidates": len(res.candidates),
+                  "output_tokens": res.output_tokens, **{f"dropped_{k}": v for k, v in res.dropped.items()}}
+        self.stats.update(counts)
+        for kind, n in counts.items():
+            EVENTS.labels(kind).inc(n)
+        ENGINE_SECONDS.observe(res.seconds)
         log.info("batch %s: %d requests -> %d candidates in %.1fs", batch["batch_id"], len(reqs),
                  len(res.candidates), res.seconds)
 
