@@ -58,5 +58,98 @@ def bench(n: int, max_tokens: int, as_json: bool) -> None:
     click.echo(json.dumps(out) if as_json else json.dumps(out, indent=2))
 
 
+@main.command("filter")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--critic", "critic_dir", default=None, help="critic folder (default: INTENTFLOW_FILTER__CRITIC; none: stage skipped)")
+@click.option("--self-eval", is_flag=True, help="also run the self-evaluation stage with the generation engine")
+@click.option("--json", "as_json", is_flag=True)
+def filter_(path: str, critic_dir: str | None, self_eval: bool, as_json: bool) -> None:
+    """Run every filter stage on candidates (JSON lines); one verdict per line with every stage's score."""
+    import os
+
+    from generators.config import MLSettings
+    from generators.scorers import Critic, Embedder, LMFluency, SelfEval
+    from processors.filters import FilterPipeline, TailStats
+
+    s = MLSettings()
+    items, bad = [], []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                missing = [k for k in ("behavior", "relation", "tail") if not d.get(k)]
+                if missing or d["behavior"] not in ("search_buy", "co_purchase"):
+                    raise ValueError(f"needs behavior (search_buy|co_purchase), relation and tail; missing {missing}")
+                items.append(d)
+            except ValueError as e:
+                bad.append(f"{path}:{n}: {e}")
+    if bad:
+        raise click.ClickException("invalid input, nothing filtered:\n" + "\n".join(bad[:20]))
+    critic_dir = critic_dir or os.environ.get("INTENTFLOW_FILTER__CRITIC")
+    engine = None
+    if self_eval:
+        from generators.engines import make_engine
+
+        g = s.generation
+        engine = make_engine(g.engine, g.model, **({"base_url": g.base_url} if g.engine == "openai" else {}))
+    pipe = FilterPipeline(s.filter, TailStats({}), fluency=LMFluency().score, similarity=Embedder().similarity,
+                          critic=Critic(critic_dir).plausibility if critic_dir else None,
+                          self_eval=SelfEval(engine).score if engine else None)
+    for verdict in pipe.run(items):
+        d = verdict.as_dict()
+        click.echo(json.dumps(d) if as_json else f"{'kept' if d['kept'] else 'dropped'}\t{d['stage'] or ''}\t{d['reason'] or ''}")
+
+
+@main.group()
+def critic() -> None:
+    """The plausibility critic (a MiniLM cross-encoder)."""
+
+
+@critic.command("train")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="IntentionQA task-1 JSONL")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--holdout", default=0.2, show_default=True, help="share of problems held out for the report")
+@click.option("--epochs", default=3, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--limit", type=int, default=None, help="use only the first N problems")
+@click.option("--json", "as_json", is_flag=True)
+def critic_train(data: str, out: str, holdout: float, epochs: int, seed: int, limit: int | None, as_json: bool) -> None:
+    """Fine-tune the critic; writes the model, critic.json (version, held-out accuracy/precision/recall)
+    and heldout.jsonl (the held-out problems, for `eval intents`)."""
+    from generators.critic import train
+
+    report = train(data, out, holdout=holdout, epochs=epochs, seed=seed, limit=limit, progress=not as_json)
+    click.echo(json.dumps(report) if as_json else json.dumps(report, indent=2))
+
+
+@main.group("eval")
+def eval_() -> None:
+    """Evaluations."""
+
+
+@eval_.command("intents")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="IntentionQA task-1 JSONL")
+@click.option("--scorer", type=click.Choice(["critic", "selfeval", "embedding"]), default="critic", show_default=True)
+@click.option("--critic", "critic_dir", default=None, help="critic folder (default: INTENTFLOW_FILTER__CRITIC)")
+@click.option("--json", "as_json", is_flag=True)
+def eval_intents(data: str, scorer: str, critic_dir: str | None, as_json: bool) -> None:
+    """Pick the best intention per problem with a scorer; print accuracy and n."""
+    import os
+
+    from generators.critic import eval_intents as run
+
+    engine = None
+    if scorer == "selfeval":
+        from generators.config import MLSettings
+        from generators.engines import make_engine
+
+        g = MLSettings().generation
+        engine = make_engine(g.engine, g.model, **({"base_url": g.base_url} if g.engine == "openai" else {}))
+    res = run(data, scorer, critic_dir or os.environ.get("INTENTFLOW_FILTER__CRITIC"), engine)
+    click.echo(json.dumps(res) if as_json else "\n".join(f"{k}: {v}" for k, v in res.items()))
+
+
 if __name__ == "__main__":
     main()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processors.filters import FilterConfig
+
 
 class MLTopics(BaseModel):
     batches: str = "generation.batches"
@@ -40,3 +42,4 @@ class MLSettings(BaseSettings):
     metrics_port: int = Field(0, description="Prometheus /metrics port of an ML worker; 0: off")
     topics: MLTopics = MLTopics()
     generation: GenerationConfig = GenerationConfig()
+    filter: FilterConfig = FilterConfig()

@@ -242,6 +242,27 @@ def generate(args: tuple[str, ...]) -> None:
     _ml(list(args))
 
 
+@main.command("filter", context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def filter_(args: tuple[str, ...]) -> None:
+    """Run the filter stages on candidates in a JSONL file (runs in .venv-ml): FILE --json."""
+    _ml(["filter", *args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def critic(args: tuple[str, ...]) -> None:
+    """Train the plausibility critic (runs in .venv-ml): `intentflow critic train --data F --out DIR`."""
+    _ml(["critic", *args])
+
+
+@main.command("eval", context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def eval_(args: tuple[str, ...]) -> None:
+    """Evaluations (run in .venv-ml): `intentflow eval intents --data F --scorer critic --json`."""
+    _ml(["eval", *args])
+
+
 @bench.command("generate", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench_generate(args: tuple[str, ...]) -> None:

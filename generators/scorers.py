@@ -1,0 +1,155 @@
+"""Batched scorers for the model-based filter stages (processors/filters.py takes them as functions).
+
+- Embedder: all-MiniLM-L6-v2 sentence embeddings (bundled), cosine of a tail to its context.
+- Critic: a MiniLM cross-encoder over (context, candidate) fine-tuned on labels (generators/critic.py);
+  its sigmoid is the plausibility.
+- Self-evaluation: E-CARE's P(YES) - P(NO) from a generation engine's log-probs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from generators.relations import RELATIONS
+from processors.filters import context_text
+
+
+def statement(item: dict) -> str:
+    """A candidate as the sentence the critic reads, in the style of IntentionQA's options
+    ("because they both are a type of USB cable."), which the bundled critic is trained on."""
+    from generators.prompts import _plural
+
+    rel = RELATIONS.get(item["relation"])
+    stem = rel.stem if rel else item["relation"]
+    if item["behavior"] == "co_purchase":
+        return f'because both products {_plural(stem)} {item["tail"]}.'
+    return f'because the product {stem} {item["tail"]}.'
+
+
+class Embedder:
+    def __init__(self, model_dir: str | None = None, batch_size: int = 64) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from generators.models import minilm_dir
+
+        self.model = SentenceTransformer(str(model_dir or minilm_dir()), device="cpu")
+        self.batch_size = batch_size
+
+    def encode(self, texts: list[str]):
+        return self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
+
+    def similarity(self, items: list[dict]) -> list[float]:
+        a = self.encode([i["tail"] for i in items])
+        b = self.encode([context_text(i) for i in items])
+        return [float(x) for x in (a * b).sum(axis=1)]
+
+    def pair_scores(self, contexts: list[str], options: list[str]) -> list[float]:
+        a, b = self.encode(contexts), self.encode(options)
+        return [float(x) for x in (a * b).sum(axis=1)]
+
+
+class Critic:
+    """A trained cross-encoder folder (with critic.json naming its version)."""
+
+    def __init__(self, model_dir: str, batch_size: int = 32, max_length: int = 160) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.torch = torch
+        self.dir = Path(model_dir)
+        meta = json.loads((self.dir / "critic.json").read_text())
+        self.version = meta["version"]
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        self.batch_size, self.max_length = batch_size, max_length
+
+    def logits(self, contexts: list[str], texts: list[str]) -> list[float]:
+        out: list[float] = []
+        with self.torch.no_grad():
+            for i in range(0, len(texts), self.batch_size):
+                enc = self.tok(contexts[i : i + self.batch_size], texts[i : i + self.batch_size], truncation=True,
+                               max_length=self.max_length, padding=True, return_tensors="pt")
+                out.extend(self.model(**enc).logits.view(-1).tolist())
+        return out
+
+    def plausibility(self, items: list[dict]) -> list[float]:
+        import math
+
+        return [1 / (1 + math.exp(-x)) for x in self.logits([context_text(i) for i in items], [statement(i) for i in items])]
+
+
+class SelfEval:
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    def score(self, items: list[dict]) -> list[float]:
+        from generators.prompts import self_eval_prompt
+
+        def ctx(i: dict) -> dict:
+            if i["behavior"] == "search_buy":
+                return {"query": i.get("query") or "", "title": i.get("product_title") or ""}
+            return {"a": i.get("product_a_title") or "", "b": i.get("product_b_title") or ""}
+
+        return self.engine.yes_no([self_eval_prompt(ctx(i), i["behavior"], i["relation"], i["tail"]) for i in items])
+
+
+def fluency_prefix(item: dict) -> str:
+    """The context a tail is scored after: the behaviour, then the relation's wording."""
+    from generators.prompts import _plural
+
+    rel = RELATIONS.get(item["relation"])
+    stem = rel.stem if rel else item["relation"]
+    if item["behavior"] == "search_buy":
+        return (f'A customer searched "{item.get("query") or ""}" and bought "{item.get("product_title") or ""}". '
+                f"The product {stem}")
+    return (f'A customer bought "{item.get("product_a_title") or ""}" and "{item.get("product_b_title") or ""}" '
+            f"together. Both products {_plural(stem)}")
+
+
+class LMFluency:
+    """Mean token log-prob of a tail after its relation's wording, under a small causal LM
+    (SmolLM2 by default): malformed and run-on text scores low. One forward pass per batch."""
+
+    def __init__(self, model_dir: str | None = None, batch_size: int = 32) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from generators.models import smollm2_dir
+
+        path = str(model_dir or smollm2_dir())
+        self.torch = torch
+        self.tok = AutoTokenizer.from_pretrained(path)
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        self.batch_size = batch_size
+
+    def score(self, items: list[dict]) -> list[float]:
+        out: list[float] = []
+        for i in range(0, len(items), self.batch_size):
+            out.extend(self._score(items[i : i + self.batch_size]))
+        return out
+
+    def _score(self, items: list[dict]) -> list[float]:
+        torch = self.torch
+        prefixes = [fluency_prefix(i) for i in items]
+        pre = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prefixes]
+        tail = [self.tok(" " + i["tail"], add_special_tokens=False)["input_ids"] for i in items]
+        seqs = [p + t for p, t in zip(pre, tail)]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tok.pad_token_id)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for j, s in enumerate(seqs):
+            ids[j, : len(s)] = torch.tensor(s)
+            mask[j, : len(s)] = 1
+        with torch.no_grad():
+            lp = torch.log_softmax(self.lm(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        res = []
+        for j, (p, t) in enumerate(zip(pre, tail)):
+            if not t:
+                res.append(-99.0)
+                continue
+            pos = range(len(p), len(p) + len(t))  # token k is predicted at position k - 1
+            res.append(float(sum(lp[j, k - 1, ids[j, k]] for k in pos) / len(t)))
+        return res
