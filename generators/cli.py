@@ -65,11 +65,8 @@ def bench(n: int, max_tokens: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def filter_(path: str, critic_dir: str | None, self_eval: bool, as_json: bool) -> None:
     """Run every filter stage on candidates (JSON lines); one verdict per line with every stage's score."""
-    import os
-
     from generators.config import MLSettings
-    from generators.scorers import Critic, Embedder, LMFluency, SelfEval
-    from processors.filters import FilterPipeline, TailStats
+    from processors.filters import TailStats
 
     s = MLSettings()
     items, bad = [], []
@@ -87,19 +84,68 @@ def filter_(path: str, critic_dir: str | None, self_eval: bool, as_json: bool) -
                 bad.append(f"{path}:{n}: {e}")
     if bad:
         raise click.ClickException("invalid input, nothing filtered:\n" + "\n".join(bad[:20]))
-    critic_dir = critic_dir or os.environ.get("INTENTFLOW_FILTER__CRITIC")
     engine = None
     if self_eval:
         from generators.engines import make_engine
 
         g = s.generation
         engine = make_engine(g.engine, g.model, **({"base_url": g.base_url} if g.engine == "openai" else {}))
-    pipe = FilterPipeline(s.filter, TailStats({}), fluency=LMFluency().score, similarity=Embedder().similarity,
-                          critic=Critic(critic_dir).plausibility if critic_dir else None,
-                          self_eval=SelfEval(engine).score if engine else None)
-    for verdict in pipe.run(items):
+    make, _ = filter_pipeline(s, critic_dir or s.filter.critic, engine)
+    for verdict in make(TailStats({})).run(items):
         d = verdict.as_dict()
         click.echo(json.dumps(d) if as_json else f"{'kept' if d['kept'] else 'dropped'}\t{d['stage'] or ''}\t{d['reason'] or ''}")
+
+
+def filter_pipeline(s, critic_dir: str | None = None, engine=None):
+    """A factory of the full pipeline with the real scorers (models load once)."""
+    from generators.scorers import Critic, Embedder, LMFluency, SelfEval
+    from processors.filters import FilterPipeline
+
+    critic = Critic(critic_dir) if critic_dir else None
+    fluency, emb = LMFluency(), Embedder()
+
+    def make(stats):
+        return FilterPipeline(s.filter, stats, fluency=fluency.score, similarity=emb.similarity,
+                              critic=critic.plausibility if critic else None,
+                              self_eval=SelfEval(engine).score if engine else None)
+
+    return make, (critic.version if critic else None)
+
+
+@main.command("filter-worker")
+@click.option("--critic", "critic_dir", default=None, help="critic folder (default: INTENTFLOW_FILTER__CRITIC)")
+@click.option("--max-candidates", type=int, default=None)
+@click.option("--idle-exit", type=float, default=None, help="stop after this many idle seconds")
+@click.option("--json", "as_json", is_flag=True)
+def filter_worker(critic_dir: str | None, max_candidates: int | None, idle_exit: float | None, as_json: bool) -> None:
+    """Consume knowledge.candidates, run the stages, publish knowledge.edges and knowledge.rejected."""
+    from generators.config import MLSettings
+    from generators.filter_worker import FilterWorker
+    from infra.services import ensure_topics
+
+    s = MLSettings()
+    t = s.topics
+    ensure_topics(s.broker, [t.candidates, t.edges, t.rejected, t.filter_dlq, t.tail_stats], 4, compacted=(t.tail_stats,))
+    if s.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(s.metrics_port, addr="127.0.0.1")
+    make, version = filter_pipeline(s, critic_dir or s.filter.critic)
+    stats = FilterWorker(make, s, critic_version=version).run(max_candidates, idle_exit)
+    click.echo(json.dumps(dict(stats)) if as_json else "\n".join(f"{k}: {v}" for k, v in sorted(stats.items())))
+
+
+@main.command("bench-filter")
+@click.option("--candidates", "n", default=2000, show_default=True)
+@click.option("--batch", default=64, show_default=True)
+@click.option("--critic", "critic_dir", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def bench_filter(n: int, batch: int, critic_dir: str | None, as_json: bool) -> None:
+    """Candidates/s through the filter stages, batched vs one at a time."""
+    from generators.filter_bench import run
+
+    out = run(n, batch, critic_dir)
+    click.echo(json.dumps(out) if as_json else json.dumps(out, indent=2))
 
 
 @main.group()
@@ -113,14 +159,16 @@ def critic() -> None:
 @click.option("--holdout", default=0.2, show_default=True, help="share of problems held out for the report")
 @click.option("--epochs", default=3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--lr", default=5e-5, show_default=True)
 @click.option("--limit", type=int, default=None, help="use only the first N problems")
 @click.option("--json", "as_json", is_flag=True)
-def critic_train(data: str, out: str, holdout: float, epochs: int, seed: int, limit: int | None, as_json: bool) -> None:
+def critic_train(data: str, out: str, holdout: float, epochs: int, seed: int, lr: float, limit: int | None,
+                 as_json: bool) -> None:
     """Fine-tune the critic; writes the model, critic.json (version, held-out accuracy/precision/recall)
     and heldout.jsonl (the held-out problems, for `eval intents`)."""
     from generators.critic import train
 
-    report = train(data, out, holdout=holdout, epochs=epochs, seed=seed, limit=limit, progress=not as_json)
+    report = train(data, out, holdout=holdout, epochs=epochs, seed=seed, lr=lr, limit=limit, progress=not as_json)
     click.echo(json.dumps(report) if as_json else json.dumps(report, indent=2))
 
 
@@ -136,8 +184,6 @@ def eval_() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def eval_intents(data: str, scorer: str, critic_dir: str | None, as_json: bool) -> None:
     """Pick the best intention per problem with a scorer; print accuracy and n."""
-    import os
-
     from generators.critic import eval_intents as run
 
     engine = None
@@ -147,7 +193,9 @@ def eval_intents(data: str, scorer: str, critic_dir: str | None, as_json: bool) 
 
         g = MLSettings().generation
         engine = make_engine(g.engine, g.model, **({"base_url": g.base_url} if g.engine == "openai" else {}))
-    res = run(data, scorer, critic_dir or os.environ.get("INTENTFLOW_FILTER__CRITIC"), engine)
+    from generators.config import MLSettings
+
+    res = run(data, scorer, critic_dir or MLSettings().filter.critic, engine)
     click.echo(json.dumps(res) if as_json else "\n".join(f"{k}: {v}" for k, v in res.items()))
 
 

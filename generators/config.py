@@ -16,6 +16,10 @@ class MLTopics(BaseModel):
     batches: str = "generation.batches"
     candidates: str = Field("knowledge.candidates", description="parsed candidates with lineage, for the filter stage")
     generation_dlq: str = Field("generation.dlq", description="batches that could not be generated, with the reason")
+    edges: str = Field("knowledge.edges", description="admitted knowledge: edge_id, every stage's score, lineage")
+    rejected: str = Field("knowledge.rejected", description="rejected candidates with stage and reason (audit, annotation)")
+    tail_stats: str = Field("knowledge.tail_stats", description="the generic stage's running statistics (compacted)")
+    filter_dlq: str = Field("filter.dlq", description="candidates that could not be decoded")
 
 
 class GenerationConfig(BaseModel):

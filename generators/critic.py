@@ -64,8 +64,8 @@ def accuracy(problems: list[dict], score: Callable[[list[str], list[str]], list[
 
 
 def train(data: str | Path, out: str | Path, *, holdout: float = 0.2, seed: int = 0, epochs: int = 3,
-          lr: float = 3e-5, batch_problems: int = 8, max_length: int = 160, limit: int | None = None,
-          progress: bool = True) -> dict:
+          lr: float = 5e-5, batch_problems: int = 8, max_length: int = 160, limit: int | None = None,
+          pointwise_weight: float = 0.5, progress: bool = True) -> dict:
     import torch
     import torch.nn.functional as F
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -100,7 +100,7 @@ def train(data: str | Path, out: str | Path, *, holdout: float = 0.2, seed: int 
             listwise = sum(F.cross_entropy(s.unsqueeze(0), torch.tensor([p["gold"]])) for s, p in zip(parts, chunk))
             target = torch.tensor([float(j == p["gold"]) for p in chunk for j in range(len(p["options"]))])
             pointwise = F.binary_cross_entropy_with_logits(flat, target)
-            loss = listwise / len(chunk) + pointwise
+            loss = listwise / len(chunk) + pointwise_weight * pointwise
             loss.backward()
             opt.step()
             sched.step()
@@ -130,7 +130,7 @@ def train(data: str | Path, out: str | Path, *, holdout: float = 0.2, seed: int 
     report = {
         "version": f"critic-{time.strftime('%Y%m%d-%H%M%S')}-{data_hash}",
         "base": "all-MiniLM-L6-v2", "data": str(data), "train_problems": len(train_set), "heldout_problems": len(held),
-        "epochs": epochs, "seed": seed, "heldout_accuracy": round(acc, 4),
+        "epochs": epochs, "seed": seed, "lr": lr, "pointwise_weight": pointwise_weight, "heldout_accuracy": round(acc, 4),
         "heldout_precision": round(tp / (tp + fp), 4) if tp + fp else 0.0,
         "heldout_recall": round(tp / (tp + fn), 4) if tp + fn else 0.0,
         "train_seconds": round(time.time() - t0, 1),

@@ -156,8 +156,9 @@ def down(svc: Service, timeout: float = 10.0) -> bool:
     return True
 
 
-def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication: int = 1, timeout: float = 15.0) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones created."""
+def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication: int = 1, timeout: float = 15.0,
+                  compacted: tuple[str, ...] = ()) -> list[str]:
+    """Create the topics that do not exist yet (those in `compacted` with cleanup.policy=compact)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -166,7 +167,9 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication
     todo = [n for n in names if n not in existing]
     if not todo:
         return []
-    futures = admin.create_topics([NewTopic(n, partitions, replication) for n in todo], operation_timeout=timeout)
+    futures = admin.create_topics(
+        [NewTopic(n, partitions, replication, config={"cleanup.policy": "compact"} if n in compacted else {})
+         for n in todo], operation_timeout=timeout)
     for name, fut in futures.items():
         try:
             fut.result(timeout)

@@ -36,6 +36,7 @@ class FilterConfig(BaseModel):
     generic_min_heads: int = Field(20, description="generic: a tail seen with at least this many distinct heads ...")
     generic_min_entropy: float = Field(0.75, description="... whose product categories/types spread this evenly (0-1) is generic")
     paraphrase_similarity: float = Field(0.9, description="paraphrase: cosine(tail, context) at or above this")
+    critic: str | None = Field(None, description="critic model folder (`intentflow critic train`); unset: the critic stage is skipped")
     min_plausibility: float = Field(0.5, description="critic: plausibility below this is rejected")
     min_self_eval: float = Field(0.0, description="self-evaluation: P(YES) - P(NO) below this is rejected (when enabled)")
     self_eval_by_relation: dict[str, float] = Field(default_factory=dict, description="calibrated per-relation thresholds")

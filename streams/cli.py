@@ -249,6 +249,14 @@ def filter_(args: tuple[str, ...]) -> None:
     _ml(["filter", *args])
 
 
+@main.command("filter-worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                                 "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def filter_worker(args: tuple[str, ...]) -> None:
+    """The filter worker (runs in .venv-ml): knowledge.candidates -> knowledge.edges / knowledge.rejected."""
+    _ml(["filter-worker", *args])
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def critic(args: tuple[str, ...]) -> None:
@@ -261,6 +269,13 @@ def critic(args: tuple[str, ...]) -> None:
 def eval_(args: tuple[str, ...]) -> None:
     """Evaluations (run in .venv-ml): `intentflow eval intents --data F --scorer critic --json`."""
     _ml(["eval", *args])
+
+
+@bench.command("filter", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_filter(args: tuple[str, ...]) -> None:
+    """Candidates/s through the filter stages, batched vs one at a time (runs in .venv-ml)."""
+    _ml(["bench-filter", *args])
 
 
 @bench.command("generate", context_settings={"ignore_unknown_options": True})

@@ -9,7 +9,7 @@ directly while the flow is not suspended and keep Faust's path otherwise. The pa
 by rewriting that one statement of the pinned version's source; if the source is not what we
 expect (another Faust version) nothing is patched and a warning is logged.
 
-2. True high watermarks for table recovery (see streams/kafka_compat.py: Tansu under-reports
+2. True high watermarks for table recovery (see infra/kafka_compat.py: Tansu under-reports
 them, and recovery would stop before the last records of a changelog).
 """
 
@@ -61,7 +61,7 @@ def apply_true_highwaters(bootstrap: str) -> None:
 
     import faust.transport.drivers.aiokafka as fa
 
-    from streams.kafka_compat import true_end_offsets
+    from infra.kafka_compat import true_end_offsets
 
     original = fa.AIOKafkaConsumerThread._highwaters
 

@@ -66,7 +66,12 @@ def settings_markdown() -> str:
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann, f"{prefix}{name.upper()}__")
                 continue
-            lines.append(f"| `{prefix}{name.upper()}` | `{f.default}` | {f.description or ''} |")
+            lines.append(f"| `{prefix}{name.upper()}` | `{f.get_default(call_default_factory=True)}` | {f.description or ''} |")
 
     walk(Settings, "INTENTFLOW_")
+    from generators.config import MLSettings  # the ML side reads the same environment
+
+    lines += ["", "## ML side (.venv-ml: generation and filter workers)", "",
+              "| variable | default | meaning |", "| --- | --- | --- |"]
+    walk(MLSettings, "INTENTFLOW_")
     return "\n".join(lines) + "\n"

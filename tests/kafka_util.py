@@ -13,7 +13,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.kafka_compat import end_offsets
+from infra.kafka_compat import end_offsets
 
 ROOT = Path(__file__).resolve().parents[1]
 INTENTFLOW = str(Path(sys.executable).parent / "intentflow")

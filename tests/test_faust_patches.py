@@ -3,7 +3,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from infra import services
 from streams import faust_patches
-from streams.kafka_compat import end_offsets
+from infra.kafka_compat import end_offsets
 
 
 def test_fastpath_applies_to_the_pinned_faust():

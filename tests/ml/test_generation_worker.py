@@ -22,7 +22,7 @@ CP = {"request_id": "req-cp", "pair_key": "cp|A|B", "behavior": "co_purchase", "
 
 
 def read_topic(bootstrap: str, topic: str) -> list[dict]:
-    from streams.kafka_compat import end_offsets  # only confluent-kafka: importable on the ML side
+    from infra.kafka_compat import end_offsets  # only confluent-kafka: importable on the ML side
 
     ends = {p: e for (_, p), e in end_offsets(bootstrap, [topic]).items()}
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
