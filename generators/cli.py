@@ -139,12 +139,13 @@ def filter_worker(critic_dir: str | None, max_candidates: int | None, idle_exit:
 @click.option("--candidates", "n", default=2000, show_default=True)
 @click.option("--batch", default=64, show_default=True)
 @click.option("--critic", "critic_dir", default=None)
+@click.option("--lm-fluency", is_flag=True, help="score fluency with the LM (as for hand-written candidates)")
 @click.option("--json", "as_json", is_flag=True)
-def bench_filter(n: int, batch: int, critic_dir: str | None, as_json: bool) -> None:
+def bench_filter(n: int, batch: int, critic_dir: str | None, lm_fluency: bool, as_json: bool) -> None:
     """Candidates/s through the filter stages, batched vs one at a time."""
     from generators.filter_bench import run
 
-    out = run(n, batch, critic_dir)
+    out = run(n, batch, critic_dir, lm_fluency)
     click.echo(json.dumps(out) if as_json else json.dumps(out, indent=2))
 
 

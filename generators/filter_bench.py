@@ -1,7 +1,10 @@
 """`intentflow bench filter`: candidates/s through the filter stages, batched vs one at a time.
 
 Candidates are built from the shipped search-buy sample and a vocabulary of tails (good ones,
-restatements, run-on text), so every stage has work. Both runs use the same pipeline and models.
+restatements, run-on text), so every stage has work. As in the worker, they carry the mean token
+log-prob their generation produced (fluency then costs nothing); `--lm-fluency` scores it with
+the LM instead, as `intentflow filter` does for hand-written candidates. Both runs use the same
+pipeline and models.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import time
 TAILS = ["pregnant women", "nurses on long shifts", "a camping trip", "keep the wearer warm", "cook without oil",
          "new parents", "people who stand all day", "walking the dog", "a small apartment", "training for a race",
          "because they like them", "used for the same reason", "the kitchen", "gifts for a father", "rainy days"]
+MODS = ["", "at home", "in winter", "on weekends", "for beginners", "every day", "after work", "with kids",
+        "in the city", "on vacation", "for long hours", "in small spaces", "outdoors", "at night", "for seniors",
+        "in the rain", "for comfort", "on a budget", "for safety", "in the office"]
 RELATIONS = ["used_for_audience", "used_for_event", "capableOf", "used_for_function", "xWant", "used_in_location"]
 
 
-def candidates(n: int, seed: int = 0) -> list[dict]:
+def candidates(n: int, seed: int = 0, with_logprob: bool = True) -> list[dict]:
     from processors.samples import search_buy_events
 
     rng = random.Random(seed)
@@ -26,21 +32,23 @@ def candidates(n: int, seed: int = 0) -> list[dict]:
     out = []
     for i in range(n):
         ev = rng.choice(evs)
-        tail = rng.choice(TAILS + [ev["query"], " ".join(["very"] * 14)])
+        # mostly distinct tails (as real candidates are), some restatements and run-on text
+        tail = rng.choice([f"{rng.choice(TAILS)} {rng.choice(MODS)}".strip()] * 8 + [ev["query"], " ".join(["very"] * 14)])
         out.append({"behavior": "search_buy", "query": ev["query"], "product_title": ev["product"]["title"],
                     "product_type": ev["product"]["product_type"], "category": ev["product"]["category"],
-                    "relation": rng.choice(RELATIONS), "tail": tail})
+                    "relation": rng.choice(RELATIONS), "tail": tail,
+                    **({"mean_logprob": round(rng.uniform(-9.0, -0.5), 3)} if with_logprob else {})})
     return out
 
 
-def run(n: int, batch: int, critic_dir: str | None) -> dict:
+def run(n: int, batch: int, critic_dir: str | None, lm_fluency: bool = False) -> dict:
     from generators.cli import filter_pipeline
     from generators.config import MLSettings
     from processors.filters import TailStats
 
     s = MLSettings()
     make, version = filter_pipeline(s, critic_dir or s.filter.critic)
-    items = candidates(n)
+    items = candidates(n, with_logprob=not lm_fluency)
     make(TailStats({})).run(items[:8])  # warm-up
     pipe = make(TailStats({}))
     t0 = time.perf_counter()
@@ -59,8 +67,10 @@ def run(n: int, batch: int, critic_dir: str | None) -> dict:
     single = m / (time.perf_counter() - t0)
     return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "candidates": n, "batch_size": batch, "stages": "1-5" if version else "1-4 (no critic given)",
-            "critic_version": version, "batched_candidates_per_s": round(batched, 1),
+            "critic_version": version, "fluency": "LM pass" if lm_fluency else "generation log-probs",
+            "batched_candidates_per_s": round(batched, 1),
             "one_at_a_time_candidates_per_s": round(single, 1), "one_at_a_time_sample": m,
             "ratio": round(batched / single, 2), "outcomes": stages, "target_candidates_per_s": 500,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "command": f"intentflow bench filter --candidates {n} --batch {batch} --critic DIR --json"}
+            "command": f"intentflow bench filter --candidates {n} --batch {batch} --critic DIR"
+                       f"{' --lm-fluency' if lm_fluency else ''} --json"}

@@ -39,9 +39,16 @@ class Embedder:
     def encode(self, texts: list[str]):
         return self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
 
+    def encode_unique(self, texts: list[str]):
+        """Encode each distinct text once (a request's candidates share one context)."""
+        uniq = list(dict.fromkeys(texts))
+        vecs = self.encode(uniq)
+        at = {t: i for i, t in enumerate(uniq)}
+        return vecs[[at[t] for t in texts]]
+
     def similarity(self, items: list[dict]) -> list[float]:
-        a = self.encode([i["tail"] for i in items])
-        b = self.encode([context_text(i) for i in items])
+        a = self.encode_unique([i["tail"] for i in items])
+        b = self.encode_unique([context_text(i) for i in items])
         return [float(x) for x in (a * b).sum(axis=1)]
 
     def pair_scores(self, contexts: list[str], options: list[str]) -> list[float]:

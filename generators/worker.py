@@ -130,11 +130,11 @@ class GenerationWorker:
         try:
             batch = json.loads(msg.value())
             reqs = [r for r in batch["requests"] if r["request_id"] not in self.recent]
-            batch = {**batch, "requests": reqs}
         except (ValueError, KeyError, TypeError) as e:
             self._dead_letter(msg, f"undecodable batch: {e!r}")
             return
-        self.stats["duplicate_request"] += len(json.loads(msg.value())["requests"]) - len(reqs)
+        self.stats["duplicate_request"] += len(batch["requests"]) - len(reqs)
+        batch = {**batch, "requests": reqs}
         for attempt in range(self.s.generation.retries + 1):
             try:
                 res = generate_batch(batch, self.engine, self.s)
