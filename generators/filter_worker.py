@@ -158,4 +158,5 @@ class FilterWorker:
                     break
         finally:
             self.consumer.close()
+            self.producer.close()  # everything was flushed per batch; this stops its broker connections
         return self.stats

@@ -184,4 +184,5 @@ class GenerationWorker:
                     break
         finally:
             self.consumer.close()
+            self.producer.close()  # everything was flushed per batch; this stops its broker connections
         return self.stats
