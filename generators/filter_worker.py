@@ -18,7 +18,9 @@ import signal
 import time
 from collections import Counter
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from generators import kafka_io
 
 from generators.parsing import normalize
 from infra.kafka_compat import end_offsets
@@ -79,27 +81,12 @@ class FilterWorker:
             "bootstrap.servers": settings.broker, "group.id": group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": int(settings.session_timeout_s * 1000),
             "max.poll.interval.ms": 900000})
-        self.producer = Producer({"bootstrap.servers": settings.broker, "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": 5, "partitioner": "murmur2_random"})
+        self.producer = kafka_io.producer(settings.broker)
         self.stats: Counter = Counter()
         self._stop = False
 
     def stop(self, *_: object) -> None:
         self._stop = True
-
-    def _send(self, records: list[tuple[str, str, bytes]]) -> None:
-        errors: list[str] = []
-        for topic, key, value in records:
-            while True:
-                try:
-                    self.producer.produce(topic, value, key.encode(),
-                                          on_delivery=lambda err, msg: err and errors.append(err.str()))
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
-        left = self.producer.flush(60)
-        if errors or left:
-            raise RuntimeError(f"{len(errors)} message(s) not delivered ({left} queued): {errors[:1]}")
 
     def handle(self, msgs: list) -> None:
         t = self.s.topics
@@ -131,7 +118,7 @@ class FilterWorker:
                 records.append((t.rejected, c.get("pair_key") or "", json.dumps(out).encode()))
                 self.stats[f"rejected_{v.stage}"] += 1
         records += [(t.tail_stats, k, v) for k, v in self.stats_store.drain()]
-        self._send(records)
+        kafka_io.deliver(self.producer, records)
         self.stats["candidates"] += len(cands)
         log.info("filtered %d candidates in %.2fs", len(cands), secs)
 

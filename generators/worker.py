@@ -18,11 +18,11 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
-from generators import parsing, prompts
+from generators import kafka_io, parsing, prompts
 from generators.config import MLSettings
 from generators.engines import Engine, GenParams
 
@@ -92,8 +92,7 @@ class GenerationWorker:
             "auto.offset.reset": "earliest", "session.timeout.ms": int(self.s.session_timeout_s * 1000),
             "max.poll.interval.ms": 900000,  # a CPU engine may take minutes per batch
         })
-        self.producer = Producer({"bootstrap.servers": self.s.broker, "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": 5, "partitioner": "murmur2_random"})
+        self.producer = kafka_io.producer(self.s.broker)
         self.recent: OrderedDict[str, None] = OrderedDict()  # request ids done lately
         self.stats: Counter = Counter()
         self._stop = False
@@ -101,28 +100,11 @@ class GenerationWorker:
     def stop(self, *_: object) -> None:
         self._stop = True
 
-    def _produce_all(self, topic: str, records: list[tuple[str, bytes]]) -> None:
-        errors: list[str] = []
-
-        def on_delivery(err, msg):
-            if err is not None:
-                errors.append(err.str())
-
-        for key, value in records:
-            while True:
-                try:
-                    self.producer.produce(topic, value, key.encode(), on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
-        left = self.producer.flush(60)
-        if errors or left:
-            raise RuntimeError(f"{len(errors)} candidate(s) not delivered ({left} queued): {errors[:1]}")
-
     def _dead_letter(self, msg, error: str) -> None:
         env = {"error": error, "source_topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
                "failed_at": time.time(), "value_text": (msg.value() or b"").decode(errors="replace")}
-        self._produce_all(self.s.topics.generation_dlq, [(str(msg.key() or b"", "utf-8", "replace"), json.dumps(env).encode())])
+        kafka_io.deliver(self.producer, [(self.s.topics.generation_dlq, str(msg.key() or b"", "utf-8", "replace"),
+                                          json.dumps(env).encode())])
         self.stats["dead_letter"] += 1
         EVENTS.labels("dead_letter").inc()
 
@@ -147,8 +129,8 @@ class GenerationWorker:
                 if attempt == self.s.generation.retries:
                     self._dead_letter(msg, f"engine failed: {e!r}")
                     return
-        self._produce_all(self.s.topics.candidates,
-                          [(c["pair_key"], json.dumps(c).encode()) for c in res.candidates])
+        kafka_io.deliver(self.producer, [(self.s.topics.candidates, c["pair_key"], json.dumps(c).encode())
+                                         for c in res.candidates])
         for r in reqs:
             self.recent[r["request_id"]] = None
         while len(self.recent) > 100_000:

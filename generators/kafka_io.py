@@ -1,0 +1,31 @@
+"""Kafka plumbing the ML workers share."""
+
+from __future__ import annotations
+
+from confluent_kafka import Producer
+
+
+def producer(bootstrap: str) -> Producer:
+    """Idempotent, acks=all, murmur2 keys (the partitions every other client picks)."""
+    return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                     "partitioner": "murmur2_random"})
+
+
+def deliver(p: Producer, records: list[tuple[str, str, bytes]], timeout: float = 60.0) -> None:
+    """Produce (topic, key, value) records and wait until the broker has all of them; raise if not."""
+    errors: list[str] = []
+
+    def on_delivery(err, msg) -> None:
+        if err is not None:
+            errors.append(err.str())
+
+    for topic, key, value in records:
+        while True:
+            try:
+                p.produce(topic, value, key.encode(), on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                p.poll(0.05)
+    left = p.flush(timeout)
+    if errors or left:
+        raise RuntimeError(f"{len(errors)} message(s) not delivered ({left} still queued): {errors[:1]}")
