@@ -150,6 +150,42 @@ def bench_filter(n: int, batch: int, critic_dir: str | None, lm_fluency: bool, a
 
 
 @main.group()
+def annotate() -> None:
+    """The annotation loop: sample candidates for review, import the answers for the critic."""
+
+
+@annotate.command("sample")
+@click.option("--from", "src", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSONL of candidates, edges or rejected candidates (repeatable)")
+@click.option("-n", default=200, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+def annotate_sample(src: tuple[str, ...], n: int, seed: int, out: str) -> None:
+    """Draw candidates weighted by head popularity / tail frequency; write rows with COSMO's five questions."""
+    from generators.annotation import read_jsonl, sample
+
+    rows = sample([r for path in src for r in read_jsonl(path)], n, seed)
+    with open(out, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    click.echo(f"wrote {len(rows)} rows to {out}: answer complete, relevant, informative, plausible, typical with yes/no")
+
+
+@annotate.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--into", required=True, type=click.Path(dir_okay=False), help="the annotation store (critic training data)")
+@click.option("--json", "as_json", is_flag=True)
+def annotate_import(path: str, into: str, as_json: bool) -> None:
+    """Validate a filled file (all or nothing) and add it to the store; `critic train --data STORE` reads it."""
+    from generators.annotation import AnnotationError, import_file
+
+    try:
+        res = import_file(path, into)
+    except AnnotationError as e:
+        raise click.ClickException(str(e))
+    click.echo(json.dumps(res) if as_json else "\n".join(f"{k}: {v}" for k, v in res.items()))
+
+
+@main.group()
 def critic() -> None:
     """The plausibility critic (a MiniLM cross-encoder)."""
 

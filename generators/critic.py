@@ -21,7 +21,12 @@ from tqdm import tqdm
 
 
 def load_problems(path: str | Path) -> list[dict]:
-    """IntentionQA task-1 JSONL -> [{id, context, options: [str], gold: int}] (problems with >= 2 options)."""
+    """IntentionQA task-1 JSONL, or an imported annotation store, -> [{id, context, options, gold}]."""
+    first = next((line for line in open(path) if line.strip()), "")
+    if first and "annotation_id" in json.loads(first):
+        from generators.annotation import problems, read_jsonl, validate
+
+        return problems(validate(read_jsonl(path)))
     out = []
     with open(path) as f:
         for n, line in enumerate(f, 1):

@@ -259,6 +259,13 @@ def filter_worker(args: tuple[str, ...]) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def annotate(args: tuple[str, ...]) -> None:
+    """The annotation loop (runs in .venv-ml): `annotate sample --from F -n 200 --out A`, `annotate import A --into S`."""
+    _ml(["annotate", *args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def critic(args: tuple[str, ...]) -> None:
     """Train the plausibility critic (runs in .venv-ml): `intentflow critic train --data F --out DIR`."""
     _ml(["critic", *args])
