@@ -19,6 +19,8 @@ import time
 from collections import Counter
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
 
 from generators import kafka_io
 
@@ -27,6 +29,10 @@ from infra.kafka_compat import end_offsets
 from processors.filters import FilterPipeline, TailStats, to_item
 
 log = logging.getLogger("intentflow.filter")
+
+VERDICTS = PromCounter("intentflow_filter_total", "filter outcomes: kept, or the stage that rejected", ["outcome"])
+FILTER_SECONDS = Histogram("intentflow_filter_batch_seconds", "time to run the stages on one micro-batch",
+                           buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30))
 
 
 def edge_id(head: str, relation: str, tail: str) -> str:
@@ -101,9 +107,11 @@ class FilterWorker:
                     "error": f"undecodable candidate: {e!r}", "source_topic": m.topic(), "partition": m.partition(),
                     "offset": m.offset(), "value_text": (m.value() or b"").decode(errors="replace")}).encode()))
                 self.stats["dead_letter"] += 1
+                VERDICTS.labels("dead_letter").inc()
         t0 = time.perf_counter()
         verdicts = self.pipeline.run(cands) if cands else []
         secs = time.perf_counter() - t0
+        FILTER_SECONDS.observe(secs)
         now = time.time()
         for c, v in zip(cands, verdicts):
             lineage = {**(c.get("lineage") or {}), "filtered_at": now, "critic_version": self.critic_version}
@@ -113,10 +121,12 @@ class FilterWorker:
                 out["edge_id"] = edge_id(head, c["relation"], c["tail"])
                 records.append((t.edges, out["edge_id"], json.dumps(out).encode()))
                 self.stats["kept"] += 1
+                VERDICTS.labels("kept").inc()
             else:
                 out.update(stage=v.stage, reason=v.reason)
                 records.append((t.rejected, c.get("pair_key") or "", json.dumps(out).encode()))
                 self.stats[f"rejected_{v.stage}"] += 1
+                VERDICTS.labels(v.stage).inc()
         records += [(t.tail_stats, k, v) for k, v in self.stats_store.drain()]
         kafka_io.deliver(self.producer, records)
         self.stats["candidates"] += len(cands)
