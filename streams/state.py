@@ -86,19 +86,25 @@ async def flush(app: Any, *tables: TrackedTable, acked: bool = False) -> int:
     if not groups:
         return 0
     producer = app.producer._ensure_producer()  # the aiokafka producer (pinned Faust 0.15.3)
-    n, futures = 0, []
+    futures = []
     for (topic, partition), records in groups.items():
-        batch = producer.create_batch()
-        for k, v in records:
-            if batch.append(key=k, value=v, timestamp=None) is None:  # full: send it, start another
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                batch.append(key=k, value=v, timestamp=None)
-            n += 1
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        futures += await _send_batches(producer, topic, partition, records)
     if acked:
         await asyncio.gather(*futures)
-    return n
+    return sum(len(r) for r in groups.values())
+
+
+async def _send_batches(producer: Any, topic: str, partition: int, records: list) -> list:
+    """Append records to aiokafka record batches for one partition; returns the delivery futures."""
+    futures = []
+    batch = producer.create_batch()
+    for k, v in records:
+        if batch.append(key=k, value=v, timestamp=None) is None:  # full: send it, start another
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            batch.append(key=k, value=v, timestamp=None)
+    futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
 
 
 async def send_keyed(app: Any, topic: str, records: list[tuple[bytes, bytes]]) -> int:
@@ -113,13 +119,7 @@ async def send_keyed(app: Any, topic: str, records: list[tuple[bytes, bytes]]) -
     for k, v in records:
         groups[part(k, partitions, partitions)].append((k, v))
     for partition, recs in groups.items():
-        batch = producer.create_batch()
-        for k, v in recs:
-            if batch.append(key=k, value=v, timestamp=None) is None:
-                await producer.send_batch(batch, topic, partition=partition)
-                batch = producer.create_batch()
-                batch.append(key=k, value=v, timestamp=None)
-        await producer.send_batch(batch, topic, partition=partition)
+        await _send_batches(producer, topic, partition, recs)
     return len(records)
 
 
