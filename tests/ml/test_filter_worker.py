@@ -10,7 +10,7 @@ from confluent_kafka import Producer
 from generators.config import MLSettings
 from generators.filter_worker import FilterWorker, TopicBackedStats
 from infra import services
-from tests.ml.test_generation_worker import read_topic
+from tests.kafka_util import read_json as read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from generators.config import MLSettings
 from generators.worker import GenerationWorker
 from infra import services
+from tests.kafka_util import read_json as read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -19,22 +20,6 @@ SB = {"request_id": "req-sb", "pair_key": "sb|shoes for pregnant women|P1", "beh
 CP = {"request_id": "req-cp", "pair_key": "cp|A|B", "behavior": "co_purchase", "event_id": "e2",
       "event_time": 1767225601.0, "product_a": {"product_id": "A", "title": "Coleman Sundome 4-Person Tent"},
       "product_b": {"product_id": "B", "title": "Teton Sports Celsius Sleeping Bag"}}
-
-
-def read_topic(bootstrap: str, topic: str) -> list[dict]:
-    from infra.kafka_compat import end_offsets  # only confluent-kafka: importable on the ML side
-
-    ends = {p: e for (_, p), e in end_offsets(bootstrap, [topic]).items()}
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, p, 0) for p in ends])
-    out, pos = [], {p: 0 for p in ends}
-    while any(pos[p] < ends[p] for p in ends):
-        for m in c.consume(100, 1.0):
-            if not m.error():
-                out.append(json.loads(m.value()))
-                pos[m.partition()] = m.offset() + 1
-    c.close()
-    return out
 
 
 @pytest.fixture
