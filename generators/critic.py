@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 def load_problems(path: str | Path) -> list[dict]:
     """IntentionQA task-1 JSONL, or an imported annotation store, -> [{id, context, options, gold}]."""
-    first = next((line for line in open(path) if line.strip()), "")
+    with open(path) as f:
+        first = next((line for line in f if line.strip()), "")
     if first and "annotation_id" in json.loads(first):
         from generators.annotation import problems, read_jsonl, validate
 
