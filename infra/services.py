@@ -131,7 +131,9 @@ def redis_up(port: int, run_dir: Path, timeout: float = 10.0) -> Service:
         raise ServiceError(f"port {port} is taken by something that is not our Redis (no pid file {svc.pid_file})")
     run_dir.mkdir(parents=True, exist_ok=True)
     _spawn(svc, [redis_bin(), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-                 "--save", "", "--appendonly", "no", "--dir", str(run_dir.resolve())])
+                 "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",  # the online store survives a restart
+                 "--appendfilename", f"appendonly-{port}.aof", "--appenddirname", f"aof-{port}",
+                 "--dir", str(run_dir.resolve())])
     _wait(lambda: redis_ping(port), f"redis on 127.0.0.1:{port}", timeout, svc)
     return svc
 

@@ -3,6 +3,9 @@
 behavior.search_buy  --[sample_search_buy]----------------------------> knowledge.requests
 behavior.co_purchase --[sample_co_purchase]--> co_purchase.by_product --[check_products]--^
 knowledge.requests (+ .priority) --[dedup + micro-batch]--> generation.batches
+(generation and filter workers, .venv-ml) --> knowledge.edges
+knowledge.edges --[route_edges]--> features.by_entity --[write_features: Feast online]--> features.rows
+features.rows --[write_offline: Feast offline, batched]
 anything undecodable or invalid --> behavior.dlq (with the reason and the original bytes)
 
 Run it with `intentflow worker` (or `faust -A streams.app worker`).
@@ -13,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections import Counter
 
 import faust
 from pydantic import ValidationError
 
-from processors import dedup, sampling
+from processors import dedup, features, sampling
 from processors.events import EventError, parse_co_purchase, parse_search_buy
 from processors.requests import GenerationRequest
 from streams import faust_patches, logs, metrics, state
@@ -63,6 +67,9 @@ requests_topic = _topic(settings.topics.requests)
 priority_topic = _topic(settings.topics.priority_requests)
 batches_topic = _topic(settings.topics.batches)
 dlq_topic = _topic(settings.topics.dlq)
+edges_topic = _topic(settings.topics.edges)
+entity_topic = _topic(settings.topics.entity_updates)
+rows_topic = _topic(settings.topics.feature_rows)
 
 
 def _table(name: str, help: str) -> TrackedTable:
@@ -79,6 +86,7 @@ cp_types = _table("cp_type_pairs", "product pairs linking two product types (per
 cp_seen = _table("cp_seen", "co-purchase event ids seen recently")
 products = _table("products", "distinct product types each product is co-purchased with")
 sent = _table("sent_requests", "the request last sent to generation per pair")
+knowledge = _table("entity_knowledge", "edges retained and edge ids seen per query, product and product pair")
 
 TAKE, WITHIN = 1000, 0.05
 _destinations = {"request": requests_topic, "product": by_product_topic}
@@ -239,6 +247,107 @@ async def batch_requests(stream):
 @app.agent(priority_topic)
 async def batch_priority_requests(stream):
     await _dedup_and_batch(stream, "batch_priority_requests", settings.batch.priority_wait_ms / 1000, priority=True)
+
+
+_apply_lock = threading.Lock()
+
+
+def _pusher(store: str):
+    """A Feast store and pusher per agent (pushes run in threads; stores are not shared between them)."""
+    from feature_repo.client import Pusher
+    from feature_repo.store import open_store
+
+    f = settings.features
+    with _apply_lock:  # both agents register the definitions on start; one at a time
+        fs = open_store(f, settings.data_dir, settings.redis_port)
+    return Pusher(fs, f.retry_max_s, on_retry=lambda what, e: metrics.PUSH_RETRIES.labels(store).inc())
+
+
+async def _push(pusher, rows_by_view: dict[str, list[dict]], store: str) -> None:
+    t0 = time.perf_counter()
+    await asyncio.to_thread(pusher.push, rows_by_view, store)
+    metrics.PUSH_SECONDS.labels(store).observe(time.perf_counter() - t0)
+    for view, rows in rows_by_view.items():
+        metrics.FEATURE_ROWS.labels(view, store).inc(len(rows))
+
+
+if settings.features.enabled:
+    @app.agent(edges_topic)
+    async def route_edges(stream):
+        """Each admitted edge to the entities it informs (query, product, pair), keyed by entity."""
+        async for events in stream.take_events(TAKE, within=WITHIN):
+            outcomes: Counter = Counter()
+            records = []
+            for event in events:
+                try:
+                    for key, contrib in features.contributions(json.loads(event.message.value)):
+                        records.append((key.encode(), json.dumps(contrib).encode()))
+                    outcomes["routed"] += 1
+                except (ValueError, KeyError, TypeError, AttributeError) as err:
+                    await _dead_letter(event, "route_edges", "invalid_edge", repr(err))
+                    outcomes["dead_letter"] += 1
+            await state.send_keyed(app, entity_topic.get_topic_name(), records)
+            _count("route_edges", outcomes)
+
+    @app.agent(entity_topic)
+    async def write_features(stream):
+        """Entity state -> feature rows -> Feast online store; rows on to features.rows.
+
+        Order for a crash: rows are online and on features.rows (acknowledged) before the state
+        that says their edges were applied; a replay then re-pushes identical rows, never skips.
+        """
+        f = settings.features
+        pusher = await asyncio.to_thread(_pusher, "online")
+        async for events in stream.take_events(f.push_batch, within=f.push_wait_ms / 1000):
+            outcomes: Counter = Counter()
+            touched: dict[str, int] = {}
+            for event in events:
+                m = event.message
+                try:
+                    key, contrib = m.key.decode(), json.loads(m.value)
+                    st, changed = features.apply(knowledge.get(key), contrib, f)
+                except (ValueError, KeyError, TypeError, AttributeError) as err:
+                    await _dead_letter(event, "write_features", "invalid_internal", repr(err))
+                    outcomes["dead_letter"] += 1
+                    continue
+                outcomes["applied" if changed else "duplicate"] += 1
+                if changed:
+                    knowledge.partition = m.partition
+                    knowledge[key] = st
+                    touched[key] = m.partition
+            rows_by_view: dict[str, list[dict]] = {}
+            for key in touched:
+                for view, row in features.rows(key, knowledge[key], f):
+                    rows_by_view.setdefault(view, []).append(row)
+            if rows_by_view:
+                now = time.time()
+                rows_by_view = {v: [features.stamp(r, now) for r in rows] for v, rows in rows_by_view.items()}
+                await _push(pusher, rows_by_view, "online")
+                for r in rows_by_view.get("query_intents", []) + rows_by_view.get("product_subcategory", []) + \
+                        rows_by_view.get("co_purchase_reasons", []):
+                    metrics.FRESHNESS.observe(r["freshness_s"])
+                await state.send_keyed(app, rows_topic.get_topic_name(), [
+                    (f"{v}|{r.get('query_id') or r.get('product_id') or r.get('pair_id')}".encode(),
+                     json.dumps({"view": v, "row": r}).encode()) for v, rows in rows_by_view.items() for r in rows],
+                    acked=True)
+            await state.flush(app, knowledge, acked=True)
+            _count("write_features", outcomes)
+
+    @app.agent(rows_topic)
+    async def write_offline(stream):
+        """features.rows -> Feast offline store, one batched write per view per flush."""
+        f = settings.features
+        pusher = await asyncio.to_thread(_pusher, "offline")
+        async for events in stream.take_events(f.offline_flush_rows, within=f.offline_flush_s):
+            rows_by_view: dict[str, list[dict]] = {}
+            for event in events:
+                try:
+                    msg = json.loads(event.message.value)
+                    rows_by_view.setdefault(msg["view"], []).append(msg["row"])
+                except (ValueError, KeyError, TypeError) as err:
+                    await _dead_letter(event, "write_offline", "invalid_internal", repr(err))
+            await _push(pusher, rows_by_view, "offline")
+            _count("write_offline", Counter(written=len(events)))
 
 
 @app.task

@@ -302,3 +302,63 @@ def demo() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- features ------------------------------------------------------------------------------
+
+
+def _store(apply: bool = True):
+    from feature_repo.store import open_store
+
+    s = get_settings()
+    return open_store(s.features, s.data_dir, s.redis_port, apply=apply)
+
+
+def _jsonable(obj):
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return round(obj, 4)
+    return obj
+
+
+@main.command()
+@click.option("--query", "query", default=None, help="a search query (normalised as the stream does)")
+@click.option("--product", "product", default=None, help="a product id")
+@click.option("--pair", nargs=2, default=None, help="two product ids bought together")
+@click.option("--augment", is_flag=True, help="also print E-CARE style augmentation text for an encoder")
+@click.option("--json", "as_json", is_flag=True)
+def features(query: str | None, product: str | None, pair: tuple[str, str] | None, augment: bool, as_json: bool) -> None:
+    """Read the online features of a query, a product or a product pair (exit 1 if there are none)."""
+    if sum(x is not None and x != () for x in (query, product, pair)) != 1:
+        raise click.UsageError("give exactly one of --query, --product, --pair")
+    from feature_repo.client import FeatureReader, augmentation
+
+    reader = FeatureReader(_store())
+    feats = reader.query(query) if query else reader.product(product) if product else reader.pair(*pair)
+    out = {"entity": {"query": query, "product": product, "pair": list(pair) if pair else None}, "found": bool(feats),
+           "features": _jsonable(feats)}
+    if augment:
+        out["augmentation"] = augmentation(feats)
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(json.dumps(out, indent=2))
+    sys.exit(0 if feats else 1)
+
+
+@bench.command("features")
+@click.option("--rows", default=20000, show_default=True, help="product rows pushed")
+@click.option("--batch", default=2000, show_default=True, help="rows per batched push")
+@click.option("--single", default=500, show_default=True, help="rows pushed one at a time (baseline)")
+@click.option("--reads", default=2000, show_default=True, help="single-entity reads timed (100-entity reads: a tenth)")
+@click.option("--json", "as_json", is_flag=True)
+def bench_features(rows: int, batch: int, single: int, reads: int, as_json: bool) -> None:
+    """Feast push rows/s (online; online+offline) and get_online_features p50/p99 on a private Redis."""
+    from feature_repo.bench import run_features_bench
+
+    _emit(run_features_bench(rows, batch, single, reads, progress=not as_json), as_json)

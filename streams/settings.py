@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.config import BatchConfig, DedupConfig, SamplingConfig
+from processors.features import FeatureConfig
 
 
 class Topics(BaseModel):
@@ -22,6 +23,9 @@ class Topics(BaseModel):
     requests: str = Field("knowledge.requests", description="sampled pairs to explain (keyed by pair)")
     priority_requests: str = Field("knowledge.requests.priority", description="cache-miss requests; consumed apart so they jump the backlog")
     batches: str = Field("generation.batches", description="micro-batches of requests for the generation workers")
+    edges: str = Field("knowledge.edges", description="admitted knowledge from the filter workers (keyed by edge id)")
+    entity_updates: str = Field("features.by_entity", description="internal: edge contributions re-keyed by the entity they inform")
+    feature_rows: str = Field("features.rows", description="every feature row pushed online, for the batched offline writer (and audit)")
 
 
 class Settings(BaseSettings):
@@ -43,6 +47,7 @@ class Settings(BaseSettings):
     sampling: SamplingConfig = SamplingConfig()
     dedup: DedupConfig = DedupConfig()
     batch: BatchConfig = BatchConfig()
+    features: FeatureConfig = FeatureConfig()
 
     @property
     def kafka_url(self) -> str:

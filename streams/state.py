@@ -107,7 +107,7 @@ async def _send_batches(producer: Any, topic: str, partition: int, records: list
     return futures
 
 
-async def send_keyed(app: Any, topic: str, records: list[tuple[bytes, bytes]]) -> int:
+async def send_keyed(app: Any, topic: str, records: list[tuple[bytes, bytes]], acked: bool = False) -> int:
     """Publish keyed records in record batches, partitioned as aiokafka's default partitioner
     (murmur2, as the Java client and our confluent-kafka producers with murmur2_random) would."""
     if not records:
@@ -118,8 +118,11 @@ async def send_keyed(app: Any, topic: str, records: list[tuple[bytes, bytes]]) -
     part = producer._partitioner
     for k, v in records:
         groups[part(k, partitions, partitions)].append((k, v))
+    futures = []
     for partition, recs in groups.items():
-        await _send_batches(producer, topic, partition, recs)
+        futures += await _send_batches(producer, topic, partition, recs)
+    if acked:
+        await asyncio.gather(*futures)
     return len(records)
 
 

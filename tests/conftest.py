@@ -16,6 +16,15 @@ def broker(tmp_path):
 
 
 @pytest.fixture
+def redis(tmp_path):
+    """A fresh Redis on a free loopback port (append-only file under tmp_path, so a restart keeps data)."""
+    port = services.free_port()
+    svc = services.redis_up(port, tmp_path / "redis-run")
+    yield svc
+    services.down(svc)
+
+
+@pytest.fixture
 def settings_for(monkeypatch):
     """Settings pointed at a test broker, for in-process producers."""
     from streams.settings import Settings, get_settings

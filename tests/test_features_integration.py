@@ -1,0 +1,141 @@
+"""Edges in on the real broker -> a real stream worker -> Feast online (real Redis) and offline."""
+
+import json
+import time
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+from confluent_kafka import Producer
+
+from infra import services
+from processors import features
+from processors.features import FeatureConfig
+from tests.feature_data import co_edge, product, search_edge
+from tests.kafka_util import Worker, read_json, wait_caught_up, worker_env
+
+pytestmark = pytest.mark.integration
+TOPICS = ["knowledge.edges", "features.by_entity", "features.rows"]
+T0 = time.time() - 600
+PRODUCTS = [product(f"P{i}", f"Product number {i} walking shoe", "walking shoes") for i in range(4)]
+RELS = [("used_for_audience", "pregnant women"), ("used_for_function", "prevent slipping"), ("xWant", "walk comfortably")]
+
+
+def _edges(queries: list[str], t: float) -> list[dict]:
+    out = []
+    for qi, q in enumerate(queries):
+        for pi, p in enumerate(PRODUCTS[:3]):
+            for ri, (rel, tail) in enumerate(RELS):
+                out.append(search_edge(q, p, rel, f"{tail} {qi}" if ri == 2 else tail, round(0.5 + 0.1 * ri + 0.01 * pi, 3), t + qi))
+    out += [co_edge(PRODUCTS[0], PRODUCTS[3], "used_with", "insoles", 0.8, t),
+            co_edge(PRODUCTS[0], PRODUCTS[3], "xIs_a", "new mothers", 0.7, t)]
+    return out
+
+
+def _produce(broker: str, edges: list[dict], extra: list[bytes] = ()) -> None:
+    p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "partitioner": "murmur2_random"})
+    for e in edges:
+        p.produce("knowledge.edges", key=e["edge_id"].encode(), value=json.dumps(e).encode())
+    for v in extra:
+        p.produce("knowledge.edges", key=b"bad", value=v)
+    assert p.flush(30) == 0
+
+
+def _reference(edges: list[dict]) -> dict:
+    """What the rows must say: the pure processors applied to the same edges in one process."""
+    cfg, states = FeatureConfig(), {}
+    for e in edges:
+        for key, c in features.contributions(e):
+            states[key], _ = features.apply(states.get(key), c, cfg)
+    return {key: dict(features.rows(key, st, cfg)) for key, st in states.items()}
+
+
+def _offline_rows(data_dir) -> int:
+    return sum(ds.dataset(str(p), format="parquet").count_rows() for p in (data_dir / "feast" / "offline").iterdir())
+
+
+def test_edges_become_online_and_offline_features_idempotently_through_a_redis_outage(broker, redis, tmp_path, settings_for):
+    data = tmp_path / "data"
+    env = worker_env(broker, data, INTENTFLOW_REDIS_PORT=str(redis.port), INTENTFLOW_FEATURES__OFFLINE_FLUSH_S="0.5",
+                     INTENTFLOW_FEATURES__RETRY_MAX_S="1")
+    services.ensure_topics(broker, TOPICS + ["behavior.dlq", "knowledge.requests.priority", "generation.batches"], 4)
+    queries = ["shoes for pregnant women", "non slip shoes", "maternity sneakers"]
+    edges = _edges(queries, T0)
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        _produce(broker, edges, extra=[b"not json", json.dumps({"edge_id": "x", "behavior": "browse"}).encode()])
+        wait_caught_up(broker, "intentflow", TOPICS, timeout=120, settle=1.5)
+
+        s = settings_for(broker, INTENTFLOW_DATA_DIR=str(data), INTENTFLOW_REDIS_PORT=str(redis.port))
+        from feature_repo.client import FeatureReader
+        from feature_repo.store import open_store
+
+        store = open_store(s.features, s.data_dir, s.redis_port, apply=False)
+        reader = FeatureReader(store)
+        ref = _reference(edges)
+        for q in queries:
+            want = ref[f"query|{features.query_id(q)}"]["query_intents"]
+            got = reader.query(q)["query_intents"]
+            assert got["intents"] == want["intents"] and got["edge_ids"] == want["edge_ids"]
+            assert got["intent_scores"] == pytest.approx(want["intent_scores"], abs=1e-6)
+            assert got["models"] == ["smollm2"] and got["critic_versions"] == ["critic-test"]
+            assert 0 < got["freshness_s"] < 600 + 120
+        p0 = reader.product("P0")
+        assert p0["product_knowledge"]["used_with"] == ["insoles"]
+        assert p0["product_knowledge"]["used_for_audience"] == ["pregnant women"]
+        assert p0["product_subcategory"]["subcategory"] == "walking shoes for pregnant women"
+        assert reader.pair("P3", "P0")["co_purchase_reasons"]["reasons"] == ["insoles", "new mothers"]
+
+        # history: the offline store answers point-in-time reads with the same lists
+        ent = pd.DataFrame({"query_id": [features.query_id(q) for q in queries],
+                            "event_timestamp": [pd.Timestamp.now(tz="UTC")] * len(queries)})
+        hist = store.get_historical_features(entity_df=ent, features=["query_intents:intents", "query_intents:edge_ids"]).to_df()
+        for q, intents in zip(hist["query_id"], hist["intents"]):
+            assert list(intents) == ref[f"query|{q}"]["query_intents"]["intents"]
+
+        dead = [d for d in read_json(broker, "behavior.dlq") if d.get("stage") == "route_edges"]
+        assert len(dead) == 2 and all(d["error"] for d in dead)
+
+        # a serving miss asks for knowledge at once: a priority request reaches generation.batches
+        from feature_repo.cache import KnowledgeCache
+
+        prio = Producer({"bootstrap.servers": broker, "partitioner": "murmur2_random"})
+        cache = KnowledgeCache(store, publish=lambda k, v: prio.produce("knowledge.requests.priority", key=k.encode(), value=v))
+        assert cache.query("shoes for pregnant women").tier == "online"
+        miss = cache.query("clogs for nurses", product=PRODUCTS[1])
+        assert miss.tier == "miss" and miss.requested and prio.flush(10) == 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            batches = [b for b in read_json(broker, "generation.batches") if b["priority"]]
+            if any(r["request_id"] == miss.request["request_id"] for b in batches for r in b["requests"]):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"the cache-miss request never reached generation.batches:\n{worker.tail()}")
+
+        # replaying the same edges changes nothing: no new rows, online values untouched
+        before = {q: reader.query(q) for q in queries}
+        offline_before = _offline_rows(data)
+        _produce(broker, edges)
+        wait_caught_up(broker, "intentflow", TOPICS, timeout=120, settle=1.5)
+        assert {q: reader.query(q) for q in queries} == before
+        assert _offline_rows(data) == offline_before
+
+        # Redis goes away while new knowledge arrives; after it is back nothing is missing
+        services.down(redis)
+        later = ["waterproof boots", "shoes for nurses"]
+        new_edges = _edges(later, T0 + 100)
+        _produce(broker, new_edges)
+        deadline = time.monotonic() + 30
+        while b"retrying" not in (tmp_path / "worker.log").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert b"retrying" in (tmp_path / "worker.log").read_bytes(), worker.tail()
+        services.redis_up(redis.port, redis.run_dir)
+        wait_caught_up(broker, "intentflow", TOPICS, timeout=120, settle=1.5)
+        ref = _reference(edges + new_edges)
+        for q in queries + later:
+            assert reader.query(q)["query_intents"]["intents"] == ref[f"query|{features.query_id(q)}"]["query_intents"]["intents"]
+        assert reader.product("P0")["product_knowledge"]["edge_ids"] == ref["product|P0"]["product_knowledge"]["edge_ids"]
+    finally:
+        worker.stop()
