@@ -146,6 +146,21 @@ def run_features_bench(rows: int = 20000, batch: int = 2000, single: int = 500, 
             out[f"read_{n}_p99_ms"] = round(_pct(lat, 99), 3)
             out[f"read_{n}_raw_redis_p99_ms"] = round(_pct(raw, 99), 3)
             out[f"read_{n}_p99_vs_raw_redis"] = round(out[f"read_{n}_p99_ms"] / max(out[f"read_{n}_raw_redis_p99_ms"], 1e-6), 1)
+        # A serving process that freezes what it loaded (gc.freeze) keeps the collector off Feast's
+        # long-lived objects: the 100-entity p99 spikes are those collections.
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        lat = []
+        for i in range(reads // 10):
+            sample = [ids[(i * 7919 + j * 104729) % len(ids)] for j in range(100)]
+            s = time.perf_counter()
+            reader._read(["product_knowledge"], [{"product_id": p} for p in sample])
+            lat.append((time.perf_counter() - s) * 1000)
+        gc.unfreeze()
+        out["read_100_gc_frozen_p50_ms"] = round(statistics.median(lat), 3)
+        out["read_100_gc_frozen_p99_ms"] = round(_pct(lat, 99), 3)
         out["targets"] = {"read_1_p99_ms<=5": out["read_1_p99_ms"] <= 5,
                           **{f"{v}_online_rows_per_s>=10000": out[v]["online_rows_per_s"] >= 10000
                              for v in ("query_intents", "product_knowledge")}}
