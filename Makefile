@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 ML := .venv-ml
 ML_STAMP := $(ML)/.installed
 
-.PHONY: demo test unit system clean venv venv-ml models
+.PHONY: demo test unit system system-test clean venv venv-ml models
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,13 +35,17 @@ models: venv-ml
 system:
 	bash infra/install-system.sh
 
-test: system venv venv-ml models
+system-test:
+	bash infra/install-system.sh --test
+
+test: system-test venv venv-ml models
 	bash .ci/pytest.sh
 
 unit: venv
 	$(VENV)/bin/pytest -q -m "not integration" --ignore=tests/ml
 
-demo: system venv
+# The embedded default: local broker, the real workers, SmolLM2 on vLLM (CPU), Feast on SQLite.
+demo: system venv venv-ml models
 	$(VENV)/bin/intentflow demo
 
 clean:

@@ -134,7 +134,7 @@ class FilterWorker:
 
     def run(self, max_candidates: int | None = None, idle_exit_s: float | None = None) -> Counter:
         signal.signal(signal.SIGTERM, self.stop)
-        self.consumer.subscribe([self.s.topics.candidates])
+        self.consumer.subscribe([self.s.topics.candidates], on_assign=kafka_io.log_assignment)
         idle_since = time.monotonic()
         try:
             while not self._stop:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from confluent_kafka import Producer
 
 
@@ -29,3 +31,9 @@ def deliver(p: Producer, records: list[tuple[str, str, bytes]], timeout: float =
     left = p.flush(timeout)
     if errors or left:
         raise RuntimeError(f"{len(errors)} message(s) not delivered ({left} still queued): {errors[:1]}")
+
+
+def log_assignment(consumer, partitions) -> None:
+    """on_assign callback: says which partitions a worker got (operators and the demo read it)."""
+    logging.getLogger("intentflow.kafka").info(
+        "assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "no partitions")

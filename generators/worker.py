@@ -146,7 +146,7 @@ class GenerationWorker:
 
     def run(self, max_batches: int | None = None, idle_exit_s: float | None = None) -> Counter:
         signal.signal(signal.SIGTERM, self.stop)
-        self.consumer.subscribe([self.s.topics.batches])
+        self.consumer.subscribe([self.s.topics.batches], on_assign=kafka_io.log_assignment)
         idle_since = time.monotonic()
         try:
             while not self._stop:

@@ -183,6 +183,7 @@ async def sample_co_purchase(stream):
 @app.agent(by_product_topic)
 async def check_products(stream):
     async for events in stream.take_events(TAKE, within=WITHIN):
+        t0 = time.perf_counter()
         outcomes: Counter = Counter()
         emits: list[sampling.Emit] = []
         for event in events:
@@ -199,11 +200,13 @@ async def check_products(stream):
         await state.flush(app, products)
         await _publish(emits)
         _count("check_products", outcomes)
+        metrics.STAGE_SECONDS.labels("check_products").observe(time.perf_counter() - t0)
 
 
 async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) -> None:
     cfg = settings.batch
     async for events in stream.take_events(cfg.max_size, within=wait_s):
+        t0 = time.perf_counter()
         outcomes: Counter = Counter()
         admitted: list[GenerationRequest] = []
         for event in events:
@@ -237,6 +240,7 @@ async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) ->
                 dedup.mark_batched(req, sent)
             await state.flush(app, sent, acked=True)
         _count(stage, outcomes)
+        metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - t0)
 
 
 @app.agent(requests_topic)
@@ -276,6 +280,7 @@ if settings.features.enabled:
     async def route_edges(stream):
         """Each admitted edge to the entities it informs (query, product, pair), keyed by entity."""
         async for events in stream.take_events(TAKE, within=WITHIN):
+            t0 = time.perf_counter()
             outcomes: Counter = Counter()
             records = []
             for event in events:
@@ -288,6 +293,7 @@ if settings.features.enabled:
                     outcomes["dead_letter"] += 1
             await state.send_keyed(app, entity_topic.get_topic_name(), records)
             _count("route_edges", outcomes)
+            metrics.STAGE_SECONDS.labels("route_edges").observe(time.perf_counter() - t0)
 
     @app.agent(entity_topic)
     async def write_features(stream):
@@ -299,6 +305,7 @@ if settings.features.enabled:
         f = settings.features
         pusher = await asyncio.to_thread(_pusher, "online")
         async for events in stream.take_events(f.push_batch, within=f.push_wait_ms / 1000):
+            t0 = time.perf_counter()
             outcomes: Counter = Counter()
             touched: dict[str, int] = {}
             for event in events:
@@ -332,6 +339,7 @@ if settings.features.enabled:
                     acked=True)
             await state.flush(app, knowledge, acked=True)
             _count("write_features", outcomes)
+            metrics.STAGE_SECONDS.labels("write_features").observe(time.perf_counter() - t0)
 
     @app.agent(rows_topic)
     async def write_offline(stream):
@@ -357,3 +365,6 @@ async def _serve_metrics() -> None:
 
         start_http_server(settings.metrics_port, addr="127.0.0.1")
         log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+
+from streams import web  # noqa: E402
+web.register(app, settings)

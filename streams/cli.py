@@ -134,7 +134,9 @@ def worker(web_port: int | None, loglevel: str | None, faust_args: tuple[str, ..
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # ~20% more events/s than asyncio's loop
     argv = ["intentflow-worker", "worker", "-l", loglevel or s.log_level]
-    argv += ["--web-port", str(web_port)] if web_port else ["--without-web"]
+    # the page and knowledge API listen on loopback only (put a proxy in front to expose them)
+    argv += ["--web-port", str(web_port), "--web-bind", "127.0.0.1", "--web-host", "127.0.0.1"] if web_port \
+        else ["--without-web"]
     sys.argv = argv + list(faust_args)
     Path(s.data_dir, "faust").mkdir(parents=True, exist_ok=True)
     app.main()
@@ -149,14 +151,16 @@ def worker(web_port: int | None, loglevel: str | None, faust_args: tuple[str, ..
 @click.option("--kind", type=click.Choice(["search_buy", "co_purchase"]), default=None, help="kind of rows without a `type`")
 @click.option("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
 @click.option("--limit", type=int, default=None, help="stop after this many rows")
+@click.option("--now", is_flag=True, help="stamp each event with the time it is sent (history as live traffic)")
 @click.option("--json", "as_json", is_flag=True)
-def replay(path: str, topic: str | None, kind: str | None, rate: float | None, limit: int | None, as_json: bool) -> None:
+def replay(path: str, topic: str | None, kind: str | None, rate: float | None, limit: int | None, now: bool,
+           as_json: bool) -> None:
     """Produce events from a JSONL, CSV or Parquet file. Invalid rows go to the DLQ with the reason."""
     from streams.producer import DeliveryError, EventProducer
     from streams.replay import replay as run
 
     try:
-        counts = run(path, EventProducer(), topic=topic, kind=kind, rate=rate, limit=limit, progress=not as_json)
+        counts = run(path, EventProducer(), topic=topic, kind=kind, rate=rate, limit=limit, progress=not as_json, now=now)
     except DeliveryError as e:
         raise click.ClickException(str(e))
     _emit(counts, as_json)
@@ -293,11 +297,35 @@ def bench_generate(args: tuple[str, ...]) -> None:
 
 
 @main.command()
-def demo() -> None:
-    """The end-to-end demo (not yet: the generation, filter and feature stages are open issues)."""
-    click.echo("not yet: see issues (the demo lands with issue 6); `intentflow infra up`, `intentflow worker` and "
-               "`intentflow replay streams/samples/search_buy.jsonl` run the stream stages today")
-    sys.exit(2)
+@click.option("--window", default=2.0, show_default=True, help="seconds over which throughput is measured")
+@click.option("--metrics", "metrics_urls", multiple=True, help="a worker's Prometheus URL (filter pass rates from it)")
+@click.option("--json", "as_json", is_flag=True)
+def status(window: float, metrics_urls: tuple[str, ...], as_json: bool) -> None:
+    """Per-stage throughput, consumer lag, dead letters, filter pass rates and freshness."""
+    from streams.status import render, snapshot
+
+    s = get_settings()
+    snap = snapshot(s.broker, s.topics, window, {u: u for u in metrics_urls})
+    click.echo(json.dumps(snap) if as_json else render(snap))
+
+
+@main.command()
+@click.option("--events", type=int, default=None, help="replay at most this many sample events of each kind")
+@click.option("--rate", type=float, default=None, help="events per second (default: as fast as the broker takes them)")
+@click.option("--timeout", default=900.0, show_default=True, help="give up after this many seconds")
+@click.option("--keep", is_flag=True, help="leave the broker and workers running after the report (Ctrl-C stops them)")
+@click.option("--critic", "critic_dir", default=None, help="a trained critic folder for the filter (default: off)")
+@click.option("--data-dir", default=None, help="where the demo keeps its state and logs (default: .intentflow/demo)")
+@click.option("--json", "as_json", is_flag=True)
+def demo(events: int | None, rate: float | None, timeout: float, keep: bool, critic_dir: str | None,
+         data_dir: str | None, as_json: bool) -> None:
+    """The whole pipeline on the bundled samples: broker, workers, model, Feast; then a report."""
+    from streams.demo import run_demo
+
+    report = run_demo(events=events, rate=rate, timeout=timeout, keep=keep, progress=not as_json,
+                      data_dir=data_dir, critic=critic_dir or os.environ.get("INTENTFLOW_FILTER__CRITIC"))
+    click.echo(json.dumps(report, default=str) if as_json else report["text"])
+    sys.exit(0 if report["ok"] else 1)
 
 
 if __name__ == "__main__":
@@ -362,3 +390,15 @@ def bench_features(rows: int, batch: int, single: int, reads: int, as_json: bool
     from feature_repo.bench import run_features_bench
 
     _emit(run_features_bench(rows, batch, single, reads, progress=not as_json), as_json)
+
+
+@bench.command("e2e")
+@click.option("--rate", default=50.0, show_default=True, help="search-buy events per second")
+@click.option("--duration", default=180.0, show_default=True, help="seconds of steady traffic")
+@click.option("--new-pairs-per-s", default=0.2, show_default=True, help="new (query, product) pairs that earn generation")
+@click.option("--json", "as_json", is_flag=True)
+def bench_e2e(rate: float, duration: float, new_pairs_per_s: float, as_json: bool) -> None:
+    """The whole pipeline under steady traffic: sustained events/s and freshness p50/p95/p99."""
+    from streams.bench_e2e import run_e2e_bench
+
+    _emit(run_e2e_bench(rate, duration, new_pairs_per_s, progress=not as_json), as_json)

@@ -84,13 +84,13 @@ def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout: float
 class Worker:
     """`intentflow worker` in a subprocess, with its log in a file."""
 
-    def __init__(self, env: dict, log: Path, name: str = "worker"):
-        self.env, self.log, self.name = env, log, name
+    def __init__(self, env: dict, log: Path, name: str = "worker", args: tuple[str, ...] = ()):
+        self.env, self.log, self.name, self.args = env, log, name, tuple(args)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
         self._f = open(self.log, "ab")
-        self.proc = subprocess.Popen([INTENTFLOW, "worker"], env=self.env, cwd=ROOT, stdout=self._f,
+        self.proc = subprocess.Popen([INTENTFLOW, "worker", *self.args], env=self.env, cwd=ROOT, stdout=self._f,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

@@ -1,0 +1,188 @@
+"""Where the pipeline stands: per-stage throughput, consumer lag, dead letters, pass rates, freshness.
+
+Everything is read from the broker (topic end offsets, committed offsets of each stage's consumer
+group, the tail of features.rows) and, when given, from the workers' Prometheus endpoints (filter
+outcomes per stage). `intentflow status` prints it; the demo builds its report from the same parts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from infra.kafka_compat import end_offsets
+
+FILTER_STAGES = ("fluency", "restatement", "generic", "paraphrase", "critic", "self_eval")
+DLQS = ("behavior.dlq", "generation.dlq", "filter.dlq")
+
+
+def stages(t) -> list[tuple[str, str, list[str]]]:
+    """(stage, consumer group, input topics) in pipeline order; `t` is streams.settings.Topics."""
+    return [
+        ("sample", "intentflow", [t.search_buy, t.co_purchase, t.by_product]),
+        ("dedup + batch", "intentflow", [t.requests, t.priority_requests]),
+        ("generate", "intentflow-generate", [t.batches]),
+        ("filter", "intentflow-filter", ["knowledge.candidates"]),
+        ("features", "intentflow", [t.edges, t.entity_updates]),
+        ("offline writer", "intentflow", [t.feature_rows]),
+    ]
+
+
+def _existing(broker: str, topics: list[str]) -> list[str]:
+    md = AdminClient({"bootstrap.servers": broker}).list_topics(timeout=10).topics
+    return [t for t in topics if t in md]
+
+
+def topic_counts(broker: str, topics: list[str]) -> dict[str, int]:
+    have = _existing(broker, topics)
+    ends = end_offsets(broker, have) if have else {}
+    out = {t: 0 for t in topics}
+    for (t, _), n in ends.items():
+        out[t] += n
+    return out
+
+
+def committed(broker: str, group: str, topics: list[str], timeout: float = 20.0) -> dict[str, int]:
+    have = _existing(broker, topics)
+    if not have:
+        return {t: 0 for t in topics}
+    parts = [TopicPartition(t, p) for (t, p) in end_offsets(broker, have)]
+    # OffsetFetch as the group, without joining it (no subscribe): the workers are not disturbed.
+    c = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
+    try:
+        got = c.committed(parts, timeout=timeout)
+    finally:
+        c.close()
+    out = {t: 0 for t in topics}
+    for tp in got:
+        out[tp.topic] += max(tp.offset, 0)
+    return out
+
+
+def read_json(broker: str, topic: str, tail: int | None = None, timeout: float = 30.0) -> list[dict]:
+    """Every message of a topic (or the last `tail` per partition) as JSON objects."""
+    have = _existing(broker, [topic])
+    if not have:
+        return []
+    ends = end_offsets(broker, have)
+    starts = {k: max(0, e - tail) if tail else 0 for k, e in ends.items()}
+    todo = {k for k in ends if ends[k] > starts[k]}
+    if not todo:
+        return []
+    c = Consumer({"bootstrap.servers": broker, "group.id": f"intentflow-status-{time.time_ns()}",
+                  "enable.auto.commit": False})
+    out = []
+    try:
+        c.assign([TopicPartition(t, p, starts[(t, p)]) for (t, p) in todo])
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error():
+                    continue
+                k = (m.topic(), m.partition())
+                if m.offset() < ends[k]:
+                    try:
+                        out.append(json.loads(m.value()))
+                    except (ValueError, TypeError):
+                        pass
+                if m.offset() + 1 >= ends[k]:
+                    todo.discard(k)
+    finally:
+        c.close()
+    return out
+
+
+def percentiles(xs: list[float], ps=(50, 95, 99)) -> dict[str, float | None]:
+    xs = sorted(xs)
+    out: dict[str, float | None] = {}
+    for p in ps:
+        out[f"p{p}"] = round(xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))], 2) if xs else None
+    out["max"] = round(xs[-1], 2) if xs else None
+    out["n"] = len(xs)
+    return out
+
+
+def row_freshness(rows: list[dict]) -> list[float]:
+    """Freshness of each feature update (one value per pushed entity row, product subcategory rows skipped
+    as they repeat their product_knowledge row)."""
+    return [m["row"]["freshness_s"] for m in rows if m.get("view") != "product_subcategory"]
+
+
+def scrape(url: str, timeout: float = 2.0) -> dict[tuple[str, tuple], float]:
+    """A Prometheus text endpoint as {(sample name, sorted labels): value}; {} when unreachable."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = urllib.request.urlopen(url, timeout=timeout).read().decode()
+    except OSError:
+        return {}
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def filter_pass_rates(outcomes: dict[str, float]) -> list[dict]:
+    """Per stage, in order: candidates that reached it, rejected there, pass rate (a stage that is
+    switched off, e.g. self-evaluation by default, passes everything)."""
+    reached = sum(outcomes.values()) - outcomes.get("dead_letter", 0)
+    out = []
+    for stage in FILTER_STAGES:
+        rejected = outcomes.get(stage, 0)
+        out.append({"stage": stage, "reached": int(reached), "rejected": int(rejected),
+                    "pass_rate": round(1 - rejected / reached, 3) if reached else None})
+        reached -= rejected
+    return out
+
+
+def snapshot(broker: str, topics, window_s: float = 2.0, metrics_urls: dict[str, str] | None = None) -> dict:
+    """The status report: counts, lag and throughput per stage over `window_s`, DLQs, pass rates, freshness."""
+    all_topics = sorted({x for _, _, ts in stages(topics) for x in ts} | set(DLQS) |
+                        {topics.edges, "knowledge.rejected", topics.feature_rows})
+    c0 = {(st, g): committed(broker, g, ts) for st, g, ts in stages(topics)}
+    t0 = time.monotonic()
+    time.sleep(window_s)
+    counts = topic_counts(broker, all_topics)
+    dt = time.monotonic() - t0
+    out: dict = {"broker": broker, "window_s": round(dt, 2), "stages": []}
+    for st, g, ts in stages(topics):
+        c1 = committed(broker, g, ts)
+        done = sum(c1.values())
+        out["stages"].append({"stage": st, "group": g, "inputs": ts, "in": sum(counts[x] for x in ts),
+                              "processed": done, "lag": sum(counts[x] for x in ts) - done,
+                              "per_s": round((done - sum(c0[(st, g)].values())) / dt, 1)})
+    out["dlq"] = {d: counts[d] for d in DLQS}
+    out["topics"] = counts
+    cands = counts["knowledge.candidates"]
+    out["kept_rate"] = round(counts[topics.edges] / cands, 3) if cands else None
+    outcomes: dict[str, float] = {}
+    for url in (metrics_urls or {}).values():
+        for (name, labels), v in scrape(url).items():
+            if name == "intentflow_filter_total":
+                outcomes[dict(labels)["outcome"]] = outcomes.get(dict(labels)["outcome"], 0) + v
+    if not outcomes:  # no filter metrics endpoint: count the audit topic (exact, costs a read)
+        for r in read_json(broker, "knowledge.rejected"):
+            outcomes[r.get("stage") or "unknown"] = outcomes.get(r.get("stage") or "unknown", 0) + 1
+        outcomes["kept"] = counts[topics.edges]
+    out["filter"] = filter_pass_rates(outcomes)
+    out["freshness_s"] = percentiles(row_freshness(read_json(broker, topics.feature_rows, tail=500)))
+    return out
+
+
+def render(s: dict) -> str:
+    lines = [f"broker {s['broker']} (rates over {s['window_s']} s)", "",
+             f"{'stage':<16}{'group':<22}{'in':>9}{'done':>9}{'lag':>8}{'per s':>9}"]
+    for x in s["stages"]:
+        lines.append(f"{x['stage']:<16}{x['group']:<22}{x['in']:>9}{x['processed']:>9}{x['lag']:>8}{x['per_s']:>9}")
+    lines += ["", "dead letters: " + ", ".join(f"{k} {v}" for k, v in s["dlq"].items())]
+    if s["filter"]:
+        lines.append("filter pass rates: " + ", ".join(f"{f['stage']} {f['pass_rate']:.0%}" for f in s["filter"]
+                                                     if f["pass_rate"] is not None))
+    if s["kept_rate"] is not None:
+        lines.append(f"kept: {s['kept_rate']:.0%} of {s['topics']['knowledge.candidates']} candidates")
+    f = s["freshness_s"]
+    if f["n"]:
+        lines.append(f"freshness (last {f['n']} feature updates): p50 {f['p50']} s, p95 {f['p95']} s, max {f['max']} s")
+    return "\n".join(lines)

@@ -1,0 +1,222 @@
+"""Operating the stream workers on the real broker: scaling out to a second worker mid-stream, and a
+restart with changed thresholds that must keep the counts in the tables."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from infra import services
+from tests import workload
+from tests.kafka_util import Worker, committed, wait_caught_up, worker_env
+from tests.test_stream_integration import ALL_STAGES, SOURCES, produce, requests_by_pair
+
+pytestmark = pytest.mark.integration
+
+GROUP = "intentflow"  # the default INTENTFLOW_APP_ID: every worker below joins this one group
+SAMPLERS = ("sample_search_buy", "sample_co_purchase")
+
+
+def _topics(broker: str, settings_for, env: dict):
+    s = settings_for(broker, **env)
+    services.ensure_topics(broker, list(s.topics.model_dump().values()), s.partitions)
+    return s
+
+
+def assignments(log: Path) -> list[set[int]]:
+    """The partitions a worker was given at each rebalance, in order, from its log.
+
+    On every assignment Faust's recovery logs a table of the active (owned, not standby) changelog
+    partitions; tables are co-partitioned with the source topics, so these numbers are the
+    partitions the worker consumes. An empty table (no partitions) gives an empty set.
+    """
+    out: list[set[int]] = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            msg = json.loads(line).get("msg", "")
+        except (ValueError, AttributeError):
+            continue  # the startup banner is not JSON
+        if "Highwater for active changelog partitions" not in msg:
+            continue
+        parts = set()
+        for row in msg.splitlines():
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            if len(cells) == 3 and cells[1].isdigit():
+                parts.add(int(cells[1]))
+        out.append(parts)
+    assert out, f"{log.name}: no assignment logged"
+    return out
+
+
+def sampled(metrics_port: int) -> float:
+    """Source events a worker has handled (any outcome), from its Prometheus metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) if fam.name == "intentflow_events"
+               for s in fam.samples if s.name == "intentflow_events_total" and s.labels.get("stage") in SAMPLERS)
+
+
+def _stop_all(*workers: Worker) -> None:
+    threads = [threading.Thread(target=w.stop) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_a_second_worker_takes_partitions_mid_stream_without_losing_or_duplicating_a_pair(broker, tmp_path, settings_for):
+    s = _topics(broker, settings_for, workload.ENV)
+    w = workload.build(n_search=3000, n_co=600, seed=23)
+    port_a, port_b = services.free_port(), services.free_port()
+    a = Worker(worker_env(broker, tmp_path / "data-a", **workload.ENV, INTENTFLOW_METRICS_PORT=str(port_a)),
+               tmp_path / "a.log", "a")
+    b = Worker(worker_env(broker, tmp_path / "data-b", **workload.ENV, INTENTFLOW_METRICS_PORT=str(port_b)),
+               tmp_path / "b.log", "b")
+    failed: list[BaseException] = []
+    b_ready = threading.Event()
+    times: dict[str, float] = {}
+    head, tail = w.main[: len(w.main) * 2 // 3], w.main[len(w.main) * 2 // 3:]
+
+    def feed() -> None:
+        """Events at 200/s (~13 s for the head: B starts and joins while they arrive); the tail
+        (~6 s) only once B is ready, so that B certainly consumes events of its own."""
+        try:
+            times["feed"] = time.monotonic()
+            produce(s, head, 200.0)
+            times["head produced"] = time.monotonic()
+            b_ready.wait(150)
+            produce(s, tail, 200.0)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test thread
+            failed.append(e)
+
+    feeder = threading.Thread(target=feed)
+    a.start()
+    try:
+        a.wait_ready()
+        produce(s, w.noise)
+        wait_caught_up(broker, GROUP, SOURCES + ["co_purchase.by_product"], timeout=90)
+        feeder.start()
+        time.sleep(3.0)
+        done_before_b = committed(broker, GROUP, SOURCES)
+        b.start()
+        times["b started"] = time.monotonic()
+        try:
+            b.wait_ready(timeout=120)
+        finally:
+            times["b ready"] = time.monotonic()
+            b_ready.set()
+        feeder.join()
+        assert not failed, f"producing failed: {failed[0]!r}"
+        wait_caught_up(broker, GROUP, ALL_STAGES, timeout=180, settle=1.5)
+        # evidence while both still run: the final split of partitions and the events each handled
+        assert a.proc.poll() is None and b.proc.poll() is None, "a worker died"
+        assigned_a, assigned_b = assignments(a.log), assignments(b.log)
+        work_a, work_b = sampled(port_a), sampled(port_b)
+    finally:
+        if feeder.is_alive():
+            feeder.join()
+        _stop_all(a, b)
+
+    n_partitions = s.partitions
+    parts_a, parts_b = assigned_a[-1], assigned_b[-1]
+    assert assigned_a[0] == set(range(n_partitions)), f"A alone should own every partition first: {assigned_a}"
+    assert 0 < done_before_b < len(w.noise) + len(w.main), "B did not join mid-stream"
+    assert parts_a and parts_b, f"a worker got no partitions: a={parts_a} b={parts_b}"
+    assert not parts_a & parts_b and parts_a | parts_b == set(range(n_partitions)), (parts_a, parts_b)
+    assert work_a > 0 and work_b > 0, f"events handled: a={work_a} b={work_b}"
+    assert work_a + work_b >= len(w.noise) + len(w.main)
+
+    by_pair, reqs, batches = requests_by_pair(broker)
+    expected = workload.expected_pairs(w)
+    assert len(expected) > 100
+    assert set(by_pair) == expected, f"missing {sorted(expected - set(by_pair))}, unexpected {sorted(set(by_pair) - expected)}"
+    twice = {k: v for k, v in by_pair.items() if len(v) > 1}
+    assert not twice, f"pairs with more than one generation request: {twice}"
+    # As after a crash, a request may be batched again only if a rebalance fell between the
+    # broker's ack of its batch and the changelog write recording it (same request id): at most
+    # the one batch in flight (max_size 16) each time a worker gave partitions up.
+    repeats = len(reqs) - len(by_pair)
+    revocations = len(assigned_a) - 1 + len(assigned_b) - 1
+    print(", ".join(f"{k} at {v - times['feed']:.1f}s" for k, v in sorted(times.items(), key=lambda kv: kv[1])))
+    print(f"a: partitions {sorted(parts_a)}, {work_a:.0f} events; b: partitions {sorted(parts_b)}, {work_b:.0f} events; "
+          f"requests {len(reqs)} for {len(by_pair)} pairs; {repeats} repeated copies; {revocations} revocation(s)")
+    assert repeats <= 16 * max(1, revocations)
+    assert all(len(bt["requests"]) <= 16 for bt in batches)
+
+
+# --- a restart with changed thresholds -----------------------------------------------------
+
+
+def _events(groups: dict[str, tuple[int, int]], start: int) -> list[workload.Msg]:
+    """Search-buy events, every one clicked and bought (so only min_events decides), interleaved.
+
+    groups: name -> (pairs, events per pair). Pair i of group g is query "restart {g} {i}" with
+    product R{g}{i}; event ids and times continue from `start`.
+    """
+    rounds = max(n for _, n in groups.values())
+    msgs, i = [], start
+    for r in range(rounds):
+        for g, (pairs, n) in groups.items():
+            for p in range(pairs):
+                if r < n:
+                    q, pid = f"restart {g} {p}", f"R{g}{p}"
+                    ev = {"event_id": f"rs{i}", "event_time": workload.T0 + i, "query": q,
+                          "product": {"product_id": pid, "title": f"Home product {pid}", "product_type": f"type-{g}",
+                                      "category": "Home"},
+                          "clicked": True, "purchased": True}
+                    msgs.append(workload.Msg("sb", json.dumps(ev).encode(), q.encode(), ev))
+                    i += 1
+    return msgs
+
+
+def _keys(group: str, pairs: int) -> set[str]:
+    return {f"sb|restart {group} {p}|R{group}{p}" for p in range(pairs)}
+
+
+def test_a_restart_with_a_lower_min_events_keeps_the_counts_and_applies_the_new_threshold(broker, tmp_path, settings_for):
+    strict = {**workload.ENV, "INTENTFLOW_SAMPLING__MIN_EVENTS": "5"}
+    relaxed = {**workload.ENV, "INTENTFLOW_SAMPLING__MIN_EVENTS": "4"}
+    s = _topics(broker, settings_for, strict)
+    n = 8  # pairs per group, spread over the partitions by their keys
+    # before the restart (min_events 5): "done" qualifies, "held" (3) and "low" (2) do not
+    before = _events({"done": (n, 5), "held": (n, 3), "low": (n, 2)}, start=0)
+    # after it (min_events 4): one more event each; held reaches 4 and qualifies, low reaches 3,
+    # done is already sent and must not be sent again
+    after = _events({"done": (n, 1), "held": (n, 1), "low": (n, 1)}, start=len(before))
+    done, held, low = _keys("done", n), _keys("held", n), _keys("low", n)
+    data = tmp_path / "data"
+
+    first = Worker(worker_env(broker, data, **strict), tmp_path / "w1.log", "first").start()
+    try:
+        first.wait_ready()
+        produce(s, before)
+        wait_caught_up(broker, GROUP, ALL_STAGES, timeout=120, settle=1.5)
+    finally:
+        first.stop()
+    assert first.proc.returncode == 0, f"first worker did not stop cleanly ({first.proc.returncode}):\n{first.tail()}"
+    by_pair, reqs, _ = requests_by_pair(broker)
+    assert set(by_pair) == done and len(reqs) == n, sorted(by_pair)
+
+    second = Worker(worker_env(broker, data, **relaxed), tmp_path / "w2.log", "second").start()
+    try:
+        second.wait_ready()
+        produce(s, after)
+        wait_caught_up(broker, GROUP, ALL_STAGES, timeout=120, settle=1.5)
+    finally:
+        second.stop()
+    assert second.proc.returncode == 0, f"second worker did not stop cleanly ({second.proc.returncode}):\n{second.tail()}"
+
+    by_pair, reqs, _ = requests_by_pair(broker)
+    assert set(by_pair) == done | held, f"missing {sorted(done | held - set(by_pair))}, unexpected {sorted(set(by_pair) - done - held)}"
+    assert not set(by_pair) & low
+    assert len(reqs) == len(by_pair) == 2 * n, "a pair was sent to generation twice"
+    # the counts came through the restart exactly: 3 before + 1 after, not 1 (lost) nor more (recounted)
+    signals = {r["pair_key"]: r["signals"] for r in reqs}
+    assert all(signals[k] == {"events": 4, "clicks": 4, "purchases": 4} for k in held), {k: signals[k] for k in held}
+    assert all(signals[k] == {"events": 5, "clicks": 5, "purchases": 5} for k in done), {k: signals[k] for k in done}
