@@ -61,7 +61,7 @@ def run_demo(events: int | None = None, rate: float | None = None, timeout: floa
     try:
         _say(progress, "model: checking the bundled SmolLM2 (converted once, then cached)")
         subprocess.run([ml_python(), "-m", "generators.cli", "bootstrap"], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL if not progress else None)
+                       stdout=subprocess.DEVNULL)
         _say(progress, f"starting the broker and the workers (logs in {data_dir / 'logs'})")
         last = [""]
 
