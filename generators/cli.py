@@ -101,14 +101,16 @@ def filter_pipeline(s, critic_dir: str | None = None, engine=None):
     from generators.scorers import Critic, Embedder, LMFluency, SelfEval
     from processors.filters import FilterPipeline
 
-    critic = Critic(critic_dir) if critic_dir else None
-    fluency, emb = LMFluency(), Embedder()
+    dtype = s.filter.encoder_dtype
+    critic = Critic(critic_dir, dtype=dtype) if critic_dir else None
+    fluency, emb = LMFluency(), Embedder(dtype=dtype)
 
     def make(stats):
         return FilterPipeline(s.filter, stats, fluency=fluency.score, similarity=emb.similarity,
                               critic=critic.plausibility if critic else None,
                               self_eval=SelfEval(engine).score if engine else None)
 
+    make.embedder = emb  # the bench clears its cache between runs and reports its hit rate
     return make, (critic.version if critic else None)
 
 

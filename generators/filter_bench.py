@@ -50,6 +50,9 @@ def run(n: int, batch: int, critic_dir: str | None, lm_fluency: bool = False) ->
     make, version = filter_pipeline(s, critic_dir or s.filter.critic)
     items = candidates(n, with_logprob=not lm_fluency)
     make(TailStats({})).run(items[:8])  # warm-up
+    emb = make.embedder
+    emb.cache.clear()
+    emb.hits = emb.misses = 0
     pipe = make(TailStats({}))
     t0 = time.perf_counter()
     kept = 0
@@ -59,6 +62,8 @@ def run(n: int, batch: int, critic_dir: str | None, lm_fluency: bool = False) ->
             kept += v.kept
             stages[v.stage or "kept"] = stages.get(v.stage or "kept", 0) + 1
     batched = n / (time.perf_counter() - t0)
+    hit_rate = emb.hits / max(1, emb.hits + emb.misses)
+    emb.cache.clear()
     m = min(n, 200)
     pipe = make(TailStats({}))
     t0 = time.perf_counter()
@@ -70,7 +75,9 @@ def run(n: int, batch: int, critic_dir: str | None, lm_fluency: bool = False) ->
             "critic_version": version, "fluency": "LM pass" if lm_fluency else "generation log-probs",
             "batched_candidates_per_s": round(batched, 1),
             "one_at_a_time_candidates_per_s": round(single, 1), "one_at_a_time_sample": m,
-            "ratio": round(batched / single, 2), "outcomes": stages, "target_candidates_per_s": 500,
+            "ratio": round(batched / single, 2), "outcomes": stages,
+            "encoder_dtype": str(make.embedder.model.dtype).removeprefix("torch."),
+            "embedding_cache_hit_rate": round(hit_rate, 3), "target_candidates_per_s": 500,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "command": f"intentflow bench filter --candidates {n} --batch {batch} --critic DIR"
                        f"{' --lm-fluency' if lm_fluency else ''} --json"}

@@ -129,6 +129,8 @@ def build_report(stack: Stack, s, sent: Counter) -> dict:
     fresh = status.percentiles(status.row_freshness(rows))
     by_view = Counter(r["view"] for r in rows)
     outcomes = {**rejected, "kept": counts[t.edges]}
+    scraped = status.scrape(f"http://127.0.0.1:{stack.metrics['filter']}/metrics")
+    cache = {dict(k[1]).get("result"): v for k, v in scraped.items() if k[0] == "intentflow_embedding_cache_total"}
     stages = [x for x in status.filter_pass_rates(outcomes)
               if x["rejected"] or x["stage"] not in ("critic", "self_eval") or stack.critic_dir]
     redis_port = stack._redis_svc.port if stack._redis_svc else s.redis_port
@@ -143,6 +145,7 @@ def build_report(stack: Stack, s, sent: Counter) -> dict:
         "deduped_requests": counts[t.requests] + counts[t.priority_requests] - len(set(batched)),
         "candidates": counts["knowledge.candidates"], "generation_dead_letters": counts["generation.dlq"],
         "filter": stages, "critic": stack.critic_dir or None,
+        "embedding_cache_hit_rate": round(cache.get("hit", 0) / max(1, cache.get("hit", 0) + cache.get("miss", 0)), 3),
         "edges": counts[t.edges],
         "kept_rate": round(counts[t.edges] / counts["knowledge.candidates"], 3) if counts["knowledge.candidates"] else None,
         "feature_rows": dict(by_view), "freshness_s": fresh, "examples": examples,
