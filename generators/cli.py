@@ -157,16 +157,27 @@ def annotate() -> None:
 
 
 @annotate.command("sample")
-@click.option("--from", "src", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--from", "src", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="JSONL of candidates, edges or rejected candidates (repeatable)")
+@click.option("--topic", "topics", multiple=True,
+              help="read a topic to its end instead, e.g. knowledge.edges, knowledge.rejected (repeatable; INTENTFLOW_BROKER)")
 @click.option("-n", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-def annotate_sample(src: tuple[str, ...], n: int, seed: int, out: str) -> None:
+def annotate_sample(src: tuple[str, ...], topics: tuple[str, ...], n: int, seed: int, out: str) -> None:
     """Draw candidates weighted by head popularity / tail frequency; write rows with COSMO's five questions."""
     from generators.annotation import read_jsonl, sample
 
-    rows = sample([r for path in src for r in read_jsonl(path)], n, seed)
+    if not src and not topics:
+        raise click.UsageError("give --from FILE or --topic TOPIC (or both)")
+    pool = [r for path in src for r in read_jsonl(path)]
+    if topics:
+        from generators.config import MLSettings
+        from generators.kafka_io import read_json
+
+        broker = MLSettings().broker
+        pool += [r for t in topics for r in read_json(broker, t)]
+    rows = sample(pool, n, seed)
     with open(out, "w") as f:
         f.write("".join(json.dumps(r) + "\n" for r in rows))
     click.echo(f"wrote {len(rows)} rows to {out}: answer complete, relevant, informative, plausible, typical with yes/no")
@@ -236,6 +247,31 @@ def eval_intents(data: str, scorer: str, critic_dir: str | None, as_json: bool) 
 
     res = run(data, scorer, critic_dir or MLSettings().filter.critic, engine)
     click.echo(json.dumps(res) if as_json else "\n".join(f"{k}: {v}" for k, v in res.items()))
+
+
+@eval_.command("calibrate-selfeval")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="an annotation store (annotate import)")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="also write the result here (JSON)")
+@click.option("--min-labels", default=20, show_default=True, help="labels a relation needs for its own threshold")
+@click.option("--json", "as_json", is_flag=True)
+def calibrate_selfeval(data: str, out: str | None, min_labels: int, as_json: bool) -> None:
+    """Per-relation self-evaluation thresholds from annotated labels (plausible yes/no)."""
+    from generators.annotation import read_jsonl, validate
+    from generators.calibration import calibrate
+    from generators.config import MLSettings
+    from generators.engines import make_engine
+    from generators.scorers import SelfEval
+
+    rows = validate(read_jsonl(data))
+    g = MLSettings().generation
+    engine = make_engine(g.engine, g.model, **({"base_url": g.base_url} if g.engine == "openai" else {}))
+    res = calibrate(rows, SelfEval(engine).score, min_labels)
+    res["apply"] = ("INTENTFLOW_FILTER__MIN_SELF_EVAL=" + str(res["min_self_eval"]) + " "
+                    "INTENTFLOW_FILTER__SELF_EVAL_BY_RELATION='" + json.dumps(res["self_eval_by_relation"]) + "'")
+    if out:
+        with open(out, "w") as f:
+            json.dump(res, f, indent=2)
+    click.echo(json.dumps(res) if as_json else json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":
