@@ -131,8 +131,8 @@ def build_report(stack: Stack, s, sent: Counter) -> dict:
     outcomes = {**rejected, "kept": counts[t.edges]}
     scraped = status.scrape(f"http://127.0.0.1:{stack.metrics['filter']}/metrics")
     cache = {dict(k[1]).get("result"): v for k, v in scraped.items() if k[0] == "intentflow_embedding_cache_total"}
-    stages = [x for x in status.filter_pass_rates(outcomes)
-              if x["rejected"] or x["stage"] not in ("critic", "self_eval") or stack.critic_dir]
+    stages = [x for x in status.filter_pass_rates(outcomes)  # stages that ran (self-evaluation is off by default)
+              if x["rejected"] or x["stage"] not in ("critic", "self_eval") or (x["stage"] == "critic" and stack.critic_dir)]
     redis_port = stack._redis_svc.port if stack._redis_svc else s.redis_port
     store = open_store(s.features.model_copy(update={"online": stack.online}), str(stack.data_dir), redis_port, apply=False)
     examples = _examples(rows, FeatureReader(store), augmentation)
@@ -209,7 +209,7 @@ def render(r: dict) -> str:
         L.append(f"time                 {sec['total']} s (workers up {sec['start_workers']} s, "
                  f"pipeline after replay {sec['pipeline']} s)")
     for q in r["examples"]["queries"]:
-        L += ["", f'query "{q["query"]}"  (fresh in {q["freshness_s"]} s; {", ".join(q["models"])}, '
+        L += ["", f'query "{q["query"]}"  (fresh in {q["freshness_s"]} s; {", ".join(Path(m).name for m in q["models"])}, '
                   f'{", ".join(q["prompt_versions"])})']
         L += [f"  {i['relation']:<20} {i['tail']:<40} {i['score']:.2f}" for i in q["intents"][:5]]
         L.append(f"  -> {q['augmentation']}")
