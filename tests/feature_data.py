@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
+from processors import features
 from processors.events import co_pair_key, search_pair_key
+from processors.features import FeatureConfig
 
 
 def _eid(head: str, rel: str, tail: str) -> str:
@@ -35,3 +37,12 @@ def co_edge(a: dict, b: dict, rel: str, tail: str, critic: float, event_time: fl
             "lineage": {"event_id": "e-" + key, "event_time": event_time, "model": "smollm2",
                         "prompt_version": "p1-2026-11/plain", "generated_at": event_time + 1,
                         "filtered_at": event_time + 2, "critic_version": "critic-test"}}
+
+
+def reference(edges: list[dict]) -> dict:
+    """What the feature rows must say: the pure processors applied to the same edges in one process."""
+    cfg, states = FeatureConfig(), {}
+    for e in edges:
+        for key, c in features.contributions(e):
+            states[key], _ = features.apply(states.get(key), c, cfg)
+    return {key: dict(features.rows(key, st, cfg)) for key, st in states.items()}

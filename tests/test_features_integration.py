@@ -10,8 +10,7 @@ from confluent_kafka import Producer
 
 from infra import services
 from processors import features
-from processors.features import FeatureConfig
-from tests.feature_data import co_edge, product, search_edge
+from tests.feature_data import co_edge, product, reference, search_edge
 from tests.kafka_util import Worker, read_json, wait_caught_up, worker_env
 
 pytestmark = pytest.mark.integration
@@ -41,15 +40,6 @@ def _produce(broker: str, edges: list[dict], extra: list[bytes] = ()) -> None:
     assert p.flush(30) == 0
 
 
-def _reference(edges: list[dict]) -> dict:
-    """What the rows must say: the pure processors applied to the same edges in one process."""
-    cfg, states = FeatureConfig(), {}
-    for e in edges:
-        for key, c in features.contributions(e):
-            states[key], _ = features.apply(states.get(key), c, cfg)
-    return {key: dict(features.rows(key, st, cfg)) for key, st in states.items()}
-
-
 def _offline_rows(data_dir) -> int:
     return sum(ds.dataset(str(p), format="parquet").count_rows() for p in (data_dir / "feast" / "offline").iterdir())
 
@@ -73,7 +63,7 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
 
         store = open_store(s.features, s.data_dir, s.redis_port, apply=False)
         reader = FeatureReader(store)
-        ref = _reference(edges)
+        ref = reference(edges)
         for q in queries:
             want = ref[f"query|{features.query_id(q)}"]["query_intents"]
             got = reader.query(q)["query_intents"]
@@ -133,7 +123,7 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
         assert b"retrying" in (tmp_path / "worker.log").read_bytes(), worker.tail()
         services.redis_up(redis.port, redis.run_dir)
         wait_caught_up(broker, "intentflow", TOPICS, timeout=120, settle=1.5)
-        ref = _reference(edges + new_edges)
+        ref = reference(edges + new_edges)
         for q in queries + later:
             assert reader.query(q)["query_intents"]["intents"] == ref[f"query|{features.query_id(q)}"]["query_intents"]["intents"]
         assert reader.product("P0")["product_knowledge"]["edge_ids"] == ref["product|P0"]["product_knowledge"]["edge_ids"]

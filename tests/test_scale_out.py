@@ -192,25 +192,22 @@ def test_a_restart_with_a_lower_min_events_keeps_the_counts_and_applies_the_new_
     done, held, low = _keys("done", n), _keys("held", n), _keys("low", n)
     data = tmp_path / "data"
 
-    first = Worker(worker_env(broker, data, **strict), tmp_path / "w1.log", "first").start()
-    try:
-        first.wait_ready()
-        produce(s, before)
-        wait_caught_up(broker, GROUP, ALL_STAGES, timeout=120, settle=1.5)
-    finally:
-        first.stop()
-    assert first.proc.returncode == 0, f"first worker did not stop cleanly ({first.proc.returncode}):\n{first.tail()}"
+    def run(name: str, env: dict, events) -> None:
+        """A worker on the same data dir: produce, wait until caught up, stop it cleanly."""
+        w = Worker(worker_env(broker, data, **env), tmp_path / f"{name}.log", name).start()
+        try:
+            w.wait_ready()
+            produce(s, events)
+            wait_caught_up(broker, GROUP, ALL_STAGES, timeout=120, settle=1.5)
+        finally:
+            w.stop()
+        assert w.proc.returncode == 0, f"{name} worker did not stop cleanly ({w.proc.returncode}):\n{w.tail()}"
+
+    run("first", strict, before)
     by_pair, reqs, _ = requests_by_pair(broker)
     assert set(by_pair) == done and len(reqs) == n, sorted(by_pair)
 
-    second = Worker(worker_env(broker, data, **relaxed), tmp_path / "w2.log", "second").start()
-    try:
-        second.wait_ready()
-        produce(s, after)
-        wait_caught_up(broker, GROUP, ALL_STAGES, timeout=120, settle=1.5)
-    finally:
-        second.stop()
-    assert second.proc.returncode == 0, f"second worker did not stop cleanly ({second.proc.returncode}):\n{second.tail()}"
+    run("second", relaxed, after)
 
     by_pair, reqs, _ = requests_by_pair(broker)
     assert set(by_pair) == done | held, f"missing {sorted(done | held - set(by_pair))}, unexpected {sorted(set(by_pair) - done - held)}"

@@ -15,9 +15,8 @@ from confluent_kafka import Producer
 
 from infra import services
 from processors import features
-from processors.features import FeatureConfig
 from streams.web import quantile
-from tests.feature_data import co_edge, product, search_edge
+from tests.feature_data import co_edge, product, reference, search_edge
 from tests.kafka_util import Worker, wait_caught_up, worker_env
 
 pytestmark = pytest.mark.integration
@@ -49,14 +48,6 @@ def _edges() -> list[dict]:
            for qi, (q, rels) in enumerate(QUERIES.items()) for pi, p in enumerate(PRODUCTS[:2])
            for ri, (rel, tail) in enumerate(rels)]
     return out + [co_edge(PRODUCTS[0], PRODUCTS[2], "used_with", "insoles", 0.8, T0)]
-
-
-def _reference(edges: list[dict]) -> dict:
-    cfg, states = FeatureConfig(), {}
-    for e in edges:
-        for key, c in features.contributions(e):
-            states[key], _ = features.apply(states.get(key), c, cfg)
-    return {key: dict(features.rows(key, st, cfg)) for key, st in states.items()}
 
 
 def _get(url: str) -> tuple[int, dict]:
@@ -170,7 +161,7 @@ def test_operator_page_shows_stages_live_and_finds_knowledge(broker, redis, tmp_
         # rates need two polls
         WebDriverWait(d, 10).until(lambda drv: "/s" in shown(drv)["rate"])
 
-        ref = _reference(edges)
+        ref = reference(edges)
         result = d.find_element(By.ID, "knowledge-result")
 
         def search(kind: str, text: str, state: str = "found") -> None:
