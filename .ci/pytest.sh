@@ -5,6 +5,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# what tests leave to look at (the operator page's screenshots)
+export INTENTFLOW_ARTIFACTS="${INTENTFLOW_ARTIFACTS:-$PWD/.ci/artifacts}"
+mkdir -p "$INTENTFLOW_ARTIFACTS"
 out=$(mktemp -d)
 check() { if [ "$1" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; return 1; fi; return "$1"; }
 .venv/bin/pytest -ra --durations=10 --ignore=tests/ml --junitxml="$out/stream.xml" "$@"; a=$?
