@@ -50,7 +50,15 @@ def _converter(dtype) -> Callable[[object], Value]:
     if wrap is None:
         return lambda v: Value(**{field: v})
     empty = _EMPTY[field]
-    return lambda v: Value(**{field: wrap(val=v)}) if v else empty
+
+    def convert(v) -> Value:
+        if not v:
+            return empty
+        out = Value()
+        getattr(out, field).val.extend(v)  # half the cost of Value(field=List(val=v)) with upb
+        return out
+
+    return convert
 
 
 class Pusher:
