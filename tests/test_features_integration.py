@@ -127,5 +127,19 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
         for q in queries + later:
             assert reader.query(q)["query_intents"]["intents"] == ref[f"query|{features.query_id(q)}"]["query_intents"]["intents"]
         assert reader.product("P0")["product_knowledge"]["edge_ids"] == ref["product|P0"]["product_knowledge"]["edge_ids"]
+
+        # what an operator sees: `intentflow status --json`
+        import subprocess
+
+        from tests.kafka_util import INTENTFLOW, ROOT
+
+        r = subprocess.run([INTENTFLOW, "status", "--json", "--window", "0.5"], cwd=ROOT, capture_output=True,
+                           env={**env, "INTENTFLOW_LOG_LEVEL": "warn"}, timeout=120)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        st = json.loads(r.stdout)
+        feats = next(x for x in st["stages"] if x["stage"] == "features")
+        assert feats["lag"] == 0 and feats["processed"] == feats["in"] > 0
+        assert st["dlq"]["behavior.dlq"] >= 2 and st["topics"]["knowledge.edges"] == 2 * len(edges) + 2 + len(new_edges)
+        assert st["freshness_s"]["n"] > 0 and st["freshness_s"]["p50"] > 0
     finally:
         worker.stop()
