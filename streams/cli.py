@@ -384,12 +384,14 @@ def features(query: str | None, product: str | None, pair: tuple[str, str] | Non
 @click.option("--batch", default=2000, show_default=True, help="rows per batched push")
 @click.option("--single", default=500, show_default=True, help="rows pushed one at a time (baseline)")
 @click.option("--reads", default=2000, show_default=True, help="single-entity reads timed (100-entity reads: a tenth)")
+@click.option("--gc-freeze/--no-gc-freeze", default=True, show_default=True,
+              help="freeze what is loaded before timing, as the stream worker does (INTENTFLOW_GC_FREEZE)")
 @click.option("--json", "as_json", is_flag=True)
-def bench_features(rows: int, batch: int, single: int, reads: int, as_json: bool) -> None:
+def bench_features(rows: int, batch: int, single: int, reads: int, gc_freeze: bool, as_json: bool) -> None:
     """Feast push rows/s (online; online+offline) and get_online_features p50/p99 on a private Redis."""
     from feature_repo.bench import run_features_bench
 
-    _emit(run_features_bench(rows, batch, single, reads, progress=not as_json), as_json)
+    _emit(run_features_bench(rows, batch, single, reads, progress=not as_json, freeze=gc_freeze), as_json)
 
 
 @bench.command("e2e")
