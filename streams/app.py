@@ -361,8 +361,12 @@ if settings.features.enabled:
 
 
 def _settle_gc() -> None:
-    """Move everything loaded so far (Faust, Feast, pandas, tables) out of the collector's sight:
-    full collections then scan only what the stream creates (docs/BENCHMARKS.md)."""
+    """Collect less often (young objects die young here), and move everything loaded so far (Faust,
+    Feast, pandas, tables) out of the collector's sight: full collections then scan only what the
+    stream creates (docs/BENCHMARKS.md)."""
+    if settings.gc_gen0_threshold:
+        _, g1, g2 = gc.get_threshold()
+        gc.set_threshold(settings.gc_gen0_threshold, g1, g2)
     if settings.gc_freeze:
         gc.collect()
         gc.freeze()

@@ -133,7 +133,7 @@ def run_stream_bench(events: int, pairs: int, memory_pairs: int, progress: bool 
             out["raw_consume_events_per_s"] = round(_raw_consume(bootstrap, "behavior.search_buy", events))
 
             mport = services.free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("INTENTFLOW_") or k == "INTENTFLOW_GC_FREEZE"}
+            env = {k: v for k, v in os.environ.items() if not k.startswith("INTENTFLOW_") or k.startswith("INTENTFLOW_GC_")}
             env.update(INTENTFLOW_BROKER=bootstrap, INTENTFLOW_DATA_DIR=tmp, INTENTFLOW_METRICS_PORT=str(mport),
                        INTENTFLOW_SESSION_TIMEOUT_S="6", INTENTFLOW_LOG_LEVEL="warn", INTENTFLOW_APP_ID="bench")
             exe = str(Path(sys.executable).parent / "intentflow")

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, description="Prometheus /metrics port of a worker; 0: off")
     log_level: str = Field("info", description="crit, error, warn, info or debug")
     log_json: bool = Field(True, description="structured JSON logs")
+    gc_gen0_threshold: int = Field(100_000, ge=0, description="Python's collector runs a young collection every this many new objects (Python's default: 700; 0 keeps it). A worker allocates a great many short-lived objects per event: +15% events/s (docs/BENCHMARKS.md)")
     gc_freeze: bool = Field(True, description="freeze the objects a worker holds after start-up (gc.freeze) so the collector stops rescanning them (measured in docs/BENCHMARKS.md)")
     faust_fastpath: bool = Field(True, description="skip Faust's per-message wait_first when flow is not suspended (streams/faust_patches.py)")
     # local services started by `intentflow infra up`
