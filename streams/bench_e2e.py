@@ -136,12 +136,12 @@ def run_e2e_bench(rate: float = 50.0, duration_s: float = 180.0, new_pairs_per_s
         drain_s = time.monotonic() - t0 - produced_s
         rows = status.read_json(stack.broker, s.topics.feature_rows)
         fresh = status.percentiles(status.row_freshness(rows), ps=(50, 95, 99))
-        counts = status.topic_counts(stack.broker, [s.topics.requests, s.topics.edges, "knowledge.candidates"])
+        counts = status.topic_counts(stack.broker, [s.topics.requests, s.topics.edges, status.ML.candidates])
         out = {
             "machine": machine(), "rate": rate, "duration_s": duration_s, "events": sent,
             "sustained_events_per_s": round(sent / produced_s, 1), "new_pairs": new_pairs,
             "new_pairs_per_s": new_pairs_per_s, "generation_requests": counts[s.topics.requests],
-            "candidates": counts["knowledge.candidates"], "edges": counts[s.topics.edges],
+            "candidates": counts[status.ML.candidates], "edges": counts[s.topics.edges],
             "feature_updates": fresh["n"], "freshness_s": fresh, "drain_after_producing_s": round(drain_s, 1),
             "stream_lag_max": max(lag_samples, default=0),
             "stream_lag_p50": sorted(lag_samples)[len(lag_samples) // 2] if lag_samples else 0,

@@ -120,11 +120,12 @@ def build_report(stack: Stack, s, sent: Counter) -> dict:
 
     t = s.topics
     b = stack.broker
-    counts = status.topic_counts(b, [t.requests, t.priority_requests, t.batches, "knowledge.candidates", t.edges,
-                                     "knowledge.rejected", t.feature_rows, *status.DLQS])
+    ml = status.ML
+    counts = status.topic_counts(b, [t.requests, t.priority_requests, t.batches, ml.candidates, t.edges,
+                                     ml.rejected, t.feature_rows, *status.DLQS])
     batches = status.read_json(b, t.batches)
     batched = [r["request_id"] for x in batches for r in x["requests"]]
-    rejected = Counter(r.get("stage") for r in status.read_json(b, "knowledge.rejected"))
+    rejected = Counter(r.get("stage") for r in status.read_json(b, ml.rejected))
     rows = status.read_json(b, t.feature_rows)
     fresh = status.percentiles(status.row_freshness(rows))
     by_view = Counter(r["view"] for r in rows)
@@ -139,15 +140,15 @@ def build_report(stack: Stack, s, sent: Counter) -> dict:
     report = {
         "ok": counts[t.edges] > 0 and by_view["query_intents"] > 0,
         "events": {"sent": sent["sent"], "search_buy": sent["search_buy"], "co_purchase": sent["co_purchase"],
-                   "invalid": sent["invalid"], "dead_letters": counts["behavior.dlq"]},
+                   "invalid": sent["invalid"], "dead_letters": counts[t.dlq]},
         "sampled_requests": counts[t.requests] + counts[t.priority_requests],
         "batched_requests": len(set(batched)), "generation_batches": len(batches),
         "deduped_requests": counts[t.requests] + counts[t.priority_requests] - len(set(batched)),
-        "candidates": counts["knowledge.candidates"], "generation_dead_letters": counts["generation.dlq"],
+        "candidates": counts[ml.candidates], "generation_dead_letters": counts[ml.generation_dlq],
         "filter": stages, "critic": stack.critic_dir or None,
         "embedding_cache_hit_rate": round(cache.get("hit", 0) / max(1, cache.get("hit", 0) + cache.get("miss", 0)), 3),
         "edges": counts[t.edges],
-        "kept_rate": round(counts[t.edges] / counts["knowledge.candidates"], 3) if counts["knowledge.candidates"] else None,
+        "kept_rate": round(counts[t.edges] / counts[ml.candidates], 3) if counts[ml.candidates] else None,
         "feature_rows": dict(by_view), "freshness_s": fresh, "examples": examples,
         "web": f"http://127.0.0.1:{stack.web_port}/",
     }

@@ -106,9 +106,11 @@ class Stack:
 
         s = Settings(broker=self.broker)
         t = s.topics
-        ml_topics = ["knowledge.candidates", "generation.dlq", "knowledge.rejected", "knowledge.tail_stats", "filter.dlq"]
-        services.ensure_topics(self.broker, list(t.model_dump().values()) + ml_topics, s.partitions,
-                               compacted=("knowledge.tail_stats",))
+        from generators.config import MLSettings
+
+        ml = MLSettings().topics
+        services.ensure_topics(self.broker, sorted(set(t.model_dump().values()) | set(ml.model_dump().values())),
+                               s.partitions, compacted=(ml.tail_stats,))
         self.web_port = services.free_port()
         self.metrics = {name: services.free_port() for name in ("stream", "generate", "filter")}
         logs = self.data_dir / "logs"

@@ -14,10 +14,13 @@ import urllib.request
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from generators.config import MLSettings
 from infra.kafka_compat import end_offsets
+from processors.filters import STAGES as FILTER_STAGES
+from streams.settings import get_settings
 
-FILTER_STAGES = ("fluency", "restatement", "generic", "paraphrase", "critic", "self_eval")
-DLQS = ("behavior.dlq", "generation.dlq", "filter.dlq")
+ML = MLSettings().topics  # the ML workers' topics, from the same INTENTFLOW_TOPICS__* environment
+DLQS = (get_settings().topics.dlq, ML.generation_dlq, ML.filter_dlq)
 
 
 def stages(t) -> list[tuple[str, str, list[str]]]:
@@ -26,7 +29,7 @@ def stages(t) -> list[tuple[str, str, list[str]]]:
         ("sample", "intentflow", [t.search_buy, t.co_purchase, t.by_product]),
         ("dedup + batch", "intentflow", [t.requests, t.priority_requests]),
         ("generate", "intentflow-generate", [t.batches]),
-        ("filter", "intentflow-filter", ["knowledge.candidates"]),
+        ("filter", "intentflow-filter", [ML.candidates]),
         ("features", "intentflow", [t.edges, t.entity_updates]),
         ("offline writer", "intentflow", [t.feature_rows]),
     ]
@@ -140,7 +143,7 @@ def filter_pass_rates(outcomes: dict[str, float]) -> list[dict]:
 def snapshot(broker: str, topics, window_s: float = 2.0, metrics_urls: dict[str, str] | None = None) -> dict:
     """The status report: counts, lag and throughput per stage over `window_s`, DLQs, pass rates, freshness."""
     all_topics = sorted({x for _, _, ts in stages(topics) for x in ts} | set(DLQS) |
-                        {topics.edges, "knowledge.rejected", topics.feature_rows})
+                        {topics.edges, ML.rejected, topics.feature_rows})
     c0 = {(st, g): committed(broker, g, ts) for st, g, ts in stages(topics)}
     t0 = time.monotonic()
     time.sleep(window_s)
@@ -155,7 +158,7 @@ def snapshot(broker: str, topics, window_s: float = 2.0, metrics_urls: dict[str,
                               "per_s": round((done - sum(c0[(st, g)].values())) / dt, 1)})
     out["dlq"] = {d: counts[d] for d in DLQS}
     out["topics"] = counts
-    cands = counts["knowledge.candidates"]
+    cands = counts[ML.candidates]
     out["kept_rate"] = round(counts[topics.edges] / cands, 3) if cands else None
     outcomes: dict[str, float] = {}
     for url in (metrics_urls or {}).values():
@@ -163,7 +166,7 @@ def snapshot(broker: str, topics, window_s: float = 2.0, metrics_urls: dict[str,
             if name == "intentflow_filter_total":
                 outcomes[dict(labels)["outcome"]] = outcomes.get(dict(labels)["outcome"], 0) + v
     if not outcomes:  # no filter metrics endpoint: count the audit topic (exact, costs a read)
-        for r in read_json(broker, "knowledge.rejected"):
+        for r in read_json(broker, ML.rejected):
             outcomes[r.get("stage") or "unknown"] = outcomes.get(r.get("stage") or "unknown", 0) + 1
         outcomes["kept"] = counts[topics.edges]
     out["filter"] = filter_pass_rates(outcomes)
@@ -181,7 +184,7 @@ def render(s: dict) -> str:
         lines.append("filter pass rates: " + ", ".join(f"{f['stage']} {f['pass_rate']:.0%}" for f in s["filter"]
                                                      if f["pass_rate"] is not None))
     if s["kept_rate"] is not None:
-        lines.append(f"kept: {s['kept_rate']:.0%} of {s['topics']['knowledge.candidates']} candidates")
+        lines.append(f"kept: {s['kept_rate']:.0%} of {s['topics'][ML.candidates]} candidates")
     f = s["freshness_s"]
     if f["n"]:
         lines.append(f"freshness (last {f['n']} feature updates): p50 {f['p50']} s, p95 {f['p95']} s, max {f['max']} s")
