@@ -173,10 +173,10 @@ def annotate_sample(src: tuple[str, ...], topics: tuple[str, ...], n: int, seed:
     pool = [r for path in src for r in read_jsonl(path)]
     if topics:
         from generators.config import MLSettings
-        from generators.kafka_io import read_json
+        from infra.topics import read_json
 
         broker = MLSettings().broker
-        pool += [r for t in topics for r in read_json(broker, t)]
+        pool += [r for t in topics for r in read_json(broker, t, timeout=60.0, complete=True)]
     rows = sample(pool, n, seed)
     with open(out, "w") as f:
         f.write("".join(json.dumps(r) + "\n" for r in rows))

@@ -7,15 +7,14 @@ outcomes per stage). `intentflow status` prints it; the demo builds its report f
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.request
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from generators.config import MLSettings
 from infra.kafka_compat import end_offsets
+from infra.topics import existing, read_json
 from processors.filters import STAGES as FILTER_STAGES
 from streams.settings import get_settings
 
@@ -35,13 +34,8 @@ def stages(t) -> list[tuple[str, str, list[str]]]:
     ]
 
 
-def _existing(broker: str, topics: list[str]) -> list[str]:
-    md = AdminClient({"bootstrap.servers": broker}).list_topics(timeout=10).topics
-    return [t for t in topics if t in md]
-
-
 def topic_counts(broker: str, topics: list[str]) -> dict[str, int]:
-    have = _existing(broker, topics)
+    have = existing(broker, topics)
     ends = end_offsets(broker, have) if have else {}
     out = {t: 0 for t in topics}
     for (t, _), n in ends.items():
@@ -50,7 +44,7 @@ def topic_counts(broker: str, topics: list[str]) -> dict[str, int]:
 
 
 def committed(broker: str, group: str, topics: list[str], timeout: float = 20.0) -> dict[str, int]:
-    have = _existing(broker, topics)
+    have = existing(broker, topics)
     if not have:
         return {t: 0 for t in topics}
     parts = [TopicPartition(t, p) for (t, p) in end_offsets(broker, have)]
@@ -63,39 +57,6 @@ def committed(broker: str, group: str, topics: list[str], timeout: float = 20.0)
     out = {t: 0 for t in topics}
     for tp in got:
         out[tp.topic] += max(tp.offset, 0)
-    return out
-
-
-def read_json(broker: str, topic: str, tail: int | None = None, timeout: float = 30.0) -> list[dict]:
-    """Every message of a topic (or the last `tail` per partition) as JSON objects."""
-    have = _existing(broker, [topic])
-    if not have:
-        return []
-    ends = end_offsets(broker, have)
-    starts = {k: max(0, e - tail) if tail else 0 for k, e in ends.items()}
-    todo = {k for k in ends if ends[k] > starts[k]}
-    if not todo:
-        return []
-    c = Consumer({"bootstrap.servers": broker, "group.id": f"intentflow-status-{time.time_ns()}",
-                  "enable.auto.commit": False})
-    out = []
-    try:
-        c.assign([TopicPartition(t, p, starts[(t, p)]) for (t, p) in todo])
-        deadline = time.monotonic() + timeout
-        while todo and time.monotonic() < deadline:
-            for m in c.consume(1000, 0.5):
-                if m.error():
-                    continue
-                k = (m.topic(), m.partition())
-                if m.offset() < ends[k]:
-                    try:
-                        out.append(json.loads(m.value()))
-                    except (ValueError, TypeError):
-                        pass
-                if m.offset() + 1 >= ends[k]:
-                    todo.discard(k)
-    finally:
-        c.close()
     return out
 
 

@@ -1,0 +1,54 @@
+"""Read a topic to its true end (see kafka_compat) as JSON: the status report, the demo and the
+annotation sampler all need "what is in this topic now"."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from infra.kafka_compat import end_offsets
+
+
+def existing(bootstrap: str, topics: list[str]) -> list[str]:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    return [t for t in topics if t in md]
+
+
+def read_json(bootstrap: str, topic: str, tail: int | None = None, timeout: float = 30.0,
+              complete: bool = False) -> list[dict]:
+    """Every message of a topic up to its end when called (or the last `tail` per partition), as
+    JSON; undecodable ones are skipped. With `complete`, not reaching the end in time is an error."""
+    have = existing(bootstrap, [topic])
+    if not have:
+        return []
+    ends = end_offsets(bootstrap, have)
+    starts = {k: max(0, e - tail) if tail else 0 for k, e in ends.items()}
+    todo = {k for k in ends if ends[k] > starts[k]}
+    if not todo:
+        return []
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"intentflow-reader-{time.time_ns()}",
+                  "enable.auto.commit": False})
+    out = []
+    try:
+        c.assign([TopicPartition(t, p, starts[(t, p)]) for (t, p) in todo])
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error():
+                    continue
+                k = (m.topic(), m.partition())
+                if m.offset() < ends[k]:
+                    try:
+                        out.append(json.loads(m.value()))
+                    except (ValueError, TypeError):
+                        pass
+                if m.offset() + 1 >= ends[k]:
+                    todo.discard(k)
+        if complete and todo:
+            raise TimeoutError(f"reading {topic}: partitions {sorted(p for _, p in todo)} not read to their end in {timeout} s")
+    finally:
+        c.close()
+    return out
