@@ -54,11 +54,7 @@ class _LagSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(self.every_s):
-            lag = 0
-            for _, g, ins in self.stages:
-                counts = status.topic_counts(self.broker, ins)
-                lag += sum(counts.values()) - sum(status.committed(self.broker, g, ins).values())
-            self.samples.append(lag)
+            self.samples.append(sum(status.lags(self.broker, self.stages).values()))
 
 
 def _event(i: int, query: str, pid: str, purchased: bool, clicked: bool) -> dict:
@@ -126,9 +122,8 @@ def run_e2e_bench(rate: float = 50.0, duration_s: float = 180.0, new_pairs_per_s
         deadline = time.monotonic() + drain_timeout_s
         while True:  # let every stage finish what was sent
             stack.check_alive()
-            lags = {st: sum(status.topic_counts(stack.broker, ins).values()) -
-                    sum(status.committed(stack.broker, g, ins).values()) for st, g, ins in status.stages(s.topics)}
-            if all(v == 0 for v in lags.values()):
+            done, lags = status.caught_up(stack.broker, s.topics)
+            if done:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"pipeline did not drain in {drain_timeout_s} s: {lags}")

@@ -34,15 +34,6 @@ def _say(progress: bool, msg: str) -> None:
         print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _caught_up(broker: str, topics) -> tuple[bool, dict]:
-    lags = {}
-    for stage, group, ins in status.stages(topics):
-        counts = status.topic_counts(broker, ins)
-        done = status.committed(broker, group, ins)
-        lags[stage] = sum(counts.values()) - sum(done.values())
-    return all(v == 0 for v in lags.values()), lags
-
-
 def run_demo(events: int | None = None, rate: float | None = None, timeout: float = 900.0, keep: bool = False,
              progress: bool = True, data_dir: str | Path | None = None, critic: str | None = None,
              extra_env: dict[str, str] | None = None) -> dict:
@@ -84,7 +75,7 @@ def run_demo(events: int | None = None, rate: float | None = None, timeout: floa
         quiet_since = None
         while True:
             stack.check_alive()
-            done, lags = _caught_up(stack.broker, s.topics)
+            done, lags = status.caught_up(stack.broker, s.topics)
             tell("behind: " + ", ".join(f"{k} {v}" for k, v in lags.items() if v) if not done else "caught up")
             if done:
                 quiet_since = quiet_since or time.monotonic()

@@ -60,6 +60,18 @@ def committed(broker: str, group: str, topics: list[str], timeout: float = 20.0)
     return out
 
 
+def lags(broker: str, stage_list: list[tuple[str, str, list[str]]]) -> dict[str, int]:
+    """Messages each stage's group has not committed yet on its inputs (`stage_list` from stages())."""
+    return {st: sum(topic_counts(broker, ins).values()) - sum(committed(broker, g, ins).values())
+            for st, g, ins in stage_list}
+
+
+def caught_up(broker: str, topics) -> tuple[bool, dict[str, int]]:
+    """Whether every stage has committed all its inputs, and the lag of each."""
+    lag = lags(broker, stages(topics))
+    return all(v == 0 for v in lag.values()), lag
+
+
 def percentiles(xs: list[float], ps=(50, 95, 99)) -> dict[str, float | None]:
     xs = sorted(xs)
     out: dict[str, float | None] = {}
