@@ -8,8 +8,8 @@ and never drops rows: the stream's offsets do not move past rows that are not st
 from __future__ import annotations
 
 import logging
+import math
 import threading
-import time
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -158,6 +158,24 @@ class FeatureReader:
 
     def pair(self, a: str, b: str) -> dict:
         return self._read(["co_purchase_reasons"], [{"pair_id": pair_id(a, b)}])[0]
+
+
+def plain(v, digits: int = 6):
+    """Features as JSON-safe values: numpy arrays and scalars to Python, floats rounded (NaN/inf to
+    null), times to ISO."""
+    if isinstance(v, dict):
+        return {str(k): plain(x, digits) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x, digits) for x in v]
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if hasattr(v, "tolist"):  # numpy
+        return plain(v.tolist(), digits)
+    if isinstance(v, float):
+        return None if math.isnan(v) or math.isinf(v) else round(v, digits)
+    if isinstance(v, bytes):
+        return v.decode(errors="replace")
+    return v
 
 
 def augmentation(features: dict, per_scope: int = 3) -> str:

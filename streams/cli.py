@@ -342,18 +342,6 @@ def _store(apply: bool = True):
     return open_store(s.features, s.data_dir, s.redis_port, apply=apply)
 
 
-def _jsonable(obj):
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float):
-        return round(obj, 4)
-    return obj
-
-
 @main.command()
 @click.option("--query", "query", default=None, help="a search query (normalised as the stream does)")
 @click.option("--product", "product", default=None, help="a product id")
@@ -364,12 +352,12 @@ def features(query: str | None, product: str | None, pair: tuple[str, str] | Non
     """Read the online features of a query, a product or a product pair (exit 1 if there are none)."""
     if sum(x is not None and x != () for x in (query, product, pair)) != 1:
         raise click.UsageError("give exactly one of --query, --product, --pair")
-    from feature_repo.client import FeatureReader, augmentation
+    from feature_repo.client import FeatureReader, augmentation, plain
 
     reader = FeatureReader(_store())
     feats = reader.query(query) if query else reader.product(product) if product else reader.pair(*pair)
     out = {"entity": {"query": query, "product": product, "pair": list(pair) if pair else None}, "found": bool(feats),
-           "features": _jsonable(feats)}
+           "features": plain(feats, digits=4)}
     if augment:
         out["augmentation"] = augmentation(feats)
     if as_json:

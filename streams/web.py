@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from datetime import datetime
 
 from faust import web
 from prometheus_client import REGISTRY
@@ -99,23 +98,6 @@ def stages(app) -> dict:
             "push": push, "freshness": _summary(fams.get("intentflow_freshness_seconds", {}).get(()), buckets=True)}
 
 
-def plain(v):
-    """JSON-safe: numpy arrays and scalars to Python, floats rounded (NaN/inf to null), times to ISO."""
-    if isinstance(v, dict):
-        return {str(k): plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [plain(x) for x in v]
-    if isinstance(v, datetime):
-        return v.isoformat()
-    if hasattr(v, "tolist"):  # numpy
-        return plain(v.tolist())
-    if isinstance(v, float):
-        return None if math.isnan(v) or math.isinf(v) else round(v, 6)
-    if isinstance(v, bytes):
-        return v.decode(errors="replace")
-    return v
-
-
 def knowledge_params(query) -> tuple[str, str | tuple[str, str]]:
     """(kind, value) from the request's query string; ValueError with the reason when it is not usable."""
     given = [k for k in ("query", "product", "pair") if k in query]
@@ -156,7 +138,7 @@ class _Knowledge:
 
     @staticmethod
     def _read(store, kind: str, value) -> dict:
-        from feature_repo.client import FeatureReader, augmentation
+        from feature_repo.client import FeatureReader, augmentation, plain
 
         reader = FeatureReader(store)
         if kind == "query":
