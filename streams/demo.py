@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from generators.relations import RELATIONS
 from streams import status
 from streams.stack import ROOT, Stack, ml_python
 
@@ -167,17 +168,11 @@ def _examples(rows: list[dict], reader, augmentation, n_queries: int = 3, n_prod
     for r in products:
         f = reader.product(r["product_id"])
         pk = f.get("product_knowledge") or {}
-        kv = {rel: list(v) for rel, v in pk.items() if rel in _relations() and v}
+        kv = {rel: list(v) for rel, v in pk.items() if rel in RELATIONS and v}
         out["products"].append({"product_id": r["product_id"], "title": pk.get("title"), "key_values": kv,
                                 "subcategory": (f.get("product_subcategory") or {}).get("subcategory"),
                                 "augmentation": augmentation(f)})
     return out
-
-
-def _relations() -> set[str]:
-    from generators.relations import RELATIONS
-
-    return set(RELATIONS)
 
 
 def render(r: dict) -> str:
