@@ -10,6 +10,7 @@ duplicate and is ignored.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal, MutableMapping
@@ -50,28 +51,83 @@ def _remember(seen: State, event_id: str, partition: int, offset: int, ts: float
     seen[event_id] = [partition, offset, ts]
 
 
-class EventIdExpiry:
-    """Which remembered event ids are past the TTL (event time); ids live at least the TTL.
+class SeenIds:
+    """Event ids remembered for dedup, stored in a table as one block per partition and micro-batch.
 
-    A queue of (time, id) in arrival order makes each sweep cost only what it removes. Built
-    from the whole table once (after a restart the table is recovered, the queue is not).
+    The sampler reads and writes single ids (`seen.get(id)`, `seen[id] = [partition, offset, ts]`);
+    the table holds blocks {"ids": {id: [partition, offset, ts]}} under "partition:first offset:ns",
+    so a micro-batch of 1,000 events writes one changelog record instead of 1,000 (and one
+    tombstone when it expires instead of 1,000). A block is deleted once its newest id is older
+    than the TTL (event time), so ids live at least the TTL. The id index is rebuilt from the
+    table whenever the table changed under it: recovery after a restart or a rebalance.
+
+    `table` needs `put(key, value, partition)`, `delete(key, partition)`, `items()` and `len()`
+    (streams.state.TrackedTable; a dict-backed one in tests).
     """
 
-    def __init__(self, seen: State) -> None:
-        self.queue = deque(sorted((v[TS], k) for k, v in seen.items()))
+    def __init__(self, table, clock=time.time_ns) -> None:
+        self.table, self.clock = table, clock
+        self.index: dict[str, list] = {}
+        self.blocks: dict[str, float] = {}  # block key -> its newest event time
+        self.order: deque[tuple[float, str]] = deque()  # blocks in arrival order, for expiry
+        self.pending: dict[int, tuple[str, dict[str, list]]] = {}
+        self.stale = True
 
-    def add(self, seen: State, keys: list[str]) -> None:
-        self.queue.extend((seen[k][TS], k) for k in keys if k in seen)
+    def get(self, event_id: str, default=None):
+        return self.index.get(event_id, default)
 
-    def expired(self, seen: State, now_ts: float, ttl_s: float) -> list[tuple[str, int]]:
-        """(event id, partition) of ids older than now - ttl, for the caller to delete."""
-        cutoff, out, q = now_ts - ttl_s, [], self.queue
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self.index
+
+    def __setitem__(self, event_id: str, value: list) -> None:
+        self.index[event_id] = value
+        pt = value[PT]
+        block = self.pending.get(pt)
+        if block is None:
+            block = self.pending[pt] = (f"{pt}:{value[OFF]}:{self.clock()}", {})
+        block[1][event_id] = value
+
+    def begin(self) -> None:
+        """Before a micro-batch: re-read the table if it changed since we last wrote it."""
+        if self.stale or len(self.table) != len(self.blocks):
+            self.index.clear()
+            self.blocks.clear()
+            for key, block in self.table.items():
+                ids = block["ids"]
+                self.index.update(ids)
+                self.blocks[key] = max((v[TS] for v in ids.values()), default=0.0)
+            self.order = deque(sorted((ts, key) for key, ts in self.blocks.items()))
+            self.stale = False
+
+    def commit(self, now_ts: float, ttl_s: float) -> None:
+        """After a micro-batch: its blocks into the table; blocks older than now - ttl out."""
+        for pt, (key, ids) in self.pending.items():
+            self.table.put(key, {"ids": ids}, pt)
+            newest = max(v[TS] for v in ids.values())
+            self.blocks[key] = newest
+            self.order.append((newest, key))
+        self.pending.clear()
+        cutoff, q = now_ts - ttl_s, self.order
         while q and q[0][0] < cutoff:
             _, key = q.popleft()
-            v = seen.get(key)
-            if v is not None and v[TS] < cutoff:
-                out.append((key, v[PT]))
-        return out
+            if self.blocks.pop(key, None) is None:
+                continue
+            block = self.table.get(key)
+            self.table.delete(key, int(key.split(":", 1)[0]))
+            for event_id in (block or {}).get("ids", ()):
+                v = self.index.get(event_id)
+                if v is not None and v[TS] < cutoff:  # not remembered again since
+                    del self.index[event_id]
+
+
+class MemoryTable(dict):
+    """A table for SeenIds held in memory only (tests, benchmarks)."""
+
+    def put(self, key: str, value, partition: int) -> None:
+        self[key] = value
+
+    def delete(self, key: str, partition: int) -> None:
+        self.pop(key, None)
 
 
 def _redelivered(pair: dict, partition: int, offset: int) -> bool:

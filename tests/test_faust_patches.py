@@ -25,3 +25,41 @@ def test_true_end_offsets_where_the_broker_under_reports(broker):
     c.close()
     assert end_offsets(broker, ["t"]) == {("t", 0): 5}
     assert reported in (1, 5)  # Tansu 0.6 says 1; a correct broker 5
+
+
+def test_raw_schema_hands_over_the_bytes_faust_raw_codec_gives():
+    import asyncio
+
+    import faust
+    from faust.types import TP
+    from faust.types.tuples import Message
+
+    app = faust.App("raw-schema-test", broker="kafka://127.0.0.1:1")
+    msg = Message(topic="t", partition=0, offset=7, timestamp=0.0, timestamp_type=0, headers=[("h", b"1")],
+                  key=b"k\xff", value=b'{"a": 1}', checksum=None, tp=TP("t", 0))
+    ours = app.topic("t", schema=faust_patches.RawSchema())
+    stock = app.topic("t", key_serializer="raw", value_serializer="raw")
+    a, b = (asyncio.run(t.decode(msg, propagate=True)) for t in (ours, stock))
+    assert (a.key, a.value, a.message) == (b.key, b.value, b.message) == (b"k\xff", b'{"a": 1}', msg)
+    assert (ours.key_serializer, ours.value_serializer) == ("raw", "raw")  # sends stay raw too
+
+
+def test_event_sensors_can_be_skipped():
+    import faust
+
+    app = faust.App("sensor-test", broker="kafka://127.0.0.1:1")
+    calls = []
+
+    class Spy(faust.Sensor):
+        def on_stream_event_in(self, *a):
+            calls.append("in")
+
+        def on_commit_initiated(self, consumer):
+            calls.append("commit")
+
+    app.sensors.add(Spy())
+    app.sensors.on_stream_event_in("tp", 1, None, None)
+    faust_patches.skip_event_sensors(app)
+    app.sensors.on_stream_event_in("tp", 2, None, None)
+    app.sensors.on_commit_initiated(None)
+    assert calls == ["in", "commit"]

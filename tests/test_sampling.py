@@ -96,14 +96,85 @@ def test_broad_queries_get_higher_priority_and_too_specific_are_dropped():
     assert broad.outcome == "emitted" and broad.emits[0].value["priority"] == 1.0
 
 
-def test_event_ids_expire_after_the_ttl_only():
-    seen = {"b": [1, 2, 500.0], "a": [0, 1, 100.0]}
-    exp = sampling.EventIdExpiry(seen)  # built from a recovered table: sorted by time
+def _ticks():
+    n = iter(range(10**6))
+    return lambda: next(n)
+
+
+def test_event_ids_are_stored_as_one_block_per_partition_and_batch():
+    table = sampling.MemoryTable()
+    seen = sampling.SeenIds(table, clock=_ticks())
+    seen.begin()
+    seen["a"], seen["b"], seen["c"] = [0, 10, 100.0], [0, 11, 101.0], [1, 5, 102.0]
+    assert seen.get("a") == [0, 10, 100.0] and "c" in seen and seen.get("z") is None
+    seen.commit(now_ts=102.0, ttl_s=200)
+    assert table == {"0:10:0": {"ids": {"a": [0, 10, 100.0], "b": [0, 11, 101.0]}}, "1:5:1": {"ids": {"c": [1, 5, 102.0]}}}
+
+
+def test_event_id_blocks_expire_after_the_ttl_only():
+    table = sampling.MemoryTable()
+    seen = sampling.SeenIds(table, clock=_ticks())
+    seen.begin()
+    seen["a"], seen["b"] = [0, 1, 100.0], [0, 2, 500.0]  # one block, newest 500
+    seen.commit(now_ts=500.0, ttl_s=200)
+    seen.begin()
     seen["c"] = [0, 3, 650.0]
-    exp.add(seen, ["c"])
-    assert exp.expired(seen, now_ts=600, ttl_s=200) == [("a", 0)]
-    assert exp.expired(seen, now_ts=600, ttl_s=200) == []
-    assert exp.expired(seen, now_ts=900, ttl_s=200) == [("b", 1), ("c", 0)]
+    seen.commit(now_ts=650.0, ttl_s=200)
+    assert seen.get("a") and seen.get("b") and len(table) == 2  # "a" is old, but its block is not
+    seen.begin()
+    seen.commit(now_ts=701.0, ttl_s=200)
+    assert seen.get("a") is None and seen.get("b") is None and seen.get("c") and list(table) == ["0:3:1"]
+    seen.begin()
+    seen["d"] = [0, 4, 900.0]
+    seen.commit(now_ts=900.0, ttl_s=200)
+    assert list(table) == ["0:4:2"] and [k for k in ("a", "b", "c", "d") if seen.get(k)] == ["d"]
+
+
+def test_event_ids_are_read_back_after_a_restart_or_a_rebalance():
+    table = sampling.MemoryTable()
+    seen = sampling.SeenIds(table)
+    seen.begin()
+    seen["a"] = [0, 1, 100.0]
+    seen.commit(now_ts=100.0, ttl_s=200)
+    restarted = sampling.SeenIds(table)  # the table recovered from its changelog
+    restarted.begin()
+    assert restarted.get("a") == [0, 1, 100.0]
+    table["1:7:99"] = {"ids": {"x": [1, 7, 120.0]}}  # a partition assigned: its blocks recovered
+    restarted.begin()
+    assert restarted.get("x") == [1, 7, 120.0]
+    del table[next(k for k in table if k.startswith("0:"))]  # and one revoked: swapped, same size
+    table["2:1:5"] = {"ids": {"y": [2, 1, 130.0]}}
+    restarted.stale = True  # what the worker's rebalance hook sets
+    restarted.begin()
+    assert restarted.get("a") is None and restarted.get("y") and restarted.get("x")
+    restarted.commit(now_ts=400.0, ttl_s=200)  # recovered blocks expire like any other
+    assert len(table) == 0 and restarted.get("y") is None
+
+
+def test_a_replayed_batch_does_not_overwrite_the_first_blocks():
+    """After a crash the same offsets are processed again; ids the pairs already counted are not
+    remembered again, so the replay's block must not replace the earlier one."""
+    table = sampling.MemoryTable()
+    seen = sampling.SeenIds(table)
+    seen.begin()
+    seen["a"], seen["b"] = [0, 1, 100.0], [0, 2, 100.0]
+    seen.commit(now_ts=100.0, ttl_s=200)
+    again = sampling.SeenIds(table)
+    again.begin()
+    again["a"] = [0, 1, 100.0]
+    again.commit(now_ts=100.0, ttl_s=200)
+    assert again.get("b") and len(table) == 2
+
+
+def test_sampler_drops_producer_duplicates_through_blocks():
+    cfg = SamplingConfig(min_events=1, min_purchases=0, min_purchase_rate=0, min_click_rate=0)
+    pairs, queries, seen = {}, {}, sampling.SeenIds(sampling.MemoryTable())
+    seen.begin()
+    ev = sb_event(0, query="gifts", pid="A", ptype="mug", purchased=True)
+    assert sampling.sample_search_buy(ev, 0, 0, pairs, queries, seen, cfg).outcome == "emitted"
+    seen.commit(ev.ts, cfg.event_id_ttl_s)
+    seen.begin()
+    assert sampling.sample_search_buy(ev, 0, 1, pairs, queries, seen, cfg).outcome == "duplicate_event"
 
 
 def cp_event(i, a=("A", "case", "Phones"), b=("B", "charger", "Phones"), eid=None):
