@@ -31,6 +31,7 @@ from streams import faust_patches, logs, metrics, state
 from streams.dlq import envelope
 from streams.settings import get_settings
 from streams.state import TrackedTable, at_partition
+from streams.take import take
 
 log = logging.getLogger("intentflow.streams")
 settings = get_settings()
@@ -94,6 +95,13 @@ sent = _table("sent_requests", "the request last sent to generation per pair")
 knowledge = _table("entity_knowledge", "edges retained and edge ids seen per query, product and product pair")
 
 TAKE, WITHIN = 1000, 0.05
+
+
+def _take(stream, max_: int, within: float):
+    """Micro-batches of events: streams.take (lean) unless Faust's per-event sensors are wanted."""
+    if settings.faust_event_sensors:
+        return stream.take_events(max_, within=within)
+    return take(stream, max_, within)
 _destinations = {"request": requests_topic, "product": by_product_topic}
 _seen: dict[str, sampling.SeenIds] = {}  # per sampling stage, for the rebalance hook below
 
@@ -122,7 +130,7 @@ def _count(stage: str, outcomes: Counter) -> None:
 async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedTable, ...], seen_table: TrackedTable) -> None:
     cfg = settings.sampling
     seen = _seen[stage] = sampling.SeenIds(seen_table)
-    async for events in stream.take_events(TAKE, within=WITHIN):
+    async for events in _take(stream, TAKE, WITHIN):
         t0 = time.perf_counter()
         outcomes: Counter = Counter()
         emits: list[sampling.Emit] = []
@@ -187,7 +195,7 @@ async def sample_co_purchase(stream):
 
 @app.agent(by_product_topic)
 async def check_products(stream):
-    async for events in stream.take_events(TAKE, within=WITHIN):
+    async for events in _take(stream, TAKE, WITHIN):
         t0 = time.perf_counter()
         outcomes: Counter = Counter()
         emits: list[sampling.Emit] = []
@@ -210,7 +218,7 @@ async def check_products(stream):
 
 async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) -> None:
     cfg = settings.batch
-    async for events in stream.take_events(cfg.max_size, within=wait_s):
+    async for events in _take(stream, cfg.max_size, wait_s):
         t0 = time.perf_counter()
         outcomes: Counter = Counter()
         admitted: list[GenerationRequest] = []
@@ -285,7 +293,7 @@ if settings.features.enabled:
     @app.agent(edges_topic)
     async def route_edges(stream):
         """Each admitted edge to the entities it informs (query, product, pair), keyed by entity."""
-        async for events in stream.take_events(TAKE, within=WITHIN):
+        async for events in _take(stream, TAKE, WITHIN):
             t0 = time.perf_counter()
             outcomes: Counter = Counter()
             records = []
@@ -310,7 +318,7 @@ if settings.features.enabled:
         """
         f = settings.features
         pusher = await asyncio.to_thread(_pusher, "online")
-        async for events in stream.take_events(f.push_batch, within=f.push_wait_ms / 1000):
+        async for events in _take(stream, f.push_batch, f.push_wait_ms / 1000):
             t0 = time.perf_counter()
             outcomes: Counter = Counter()
             touched: dict[str, int] = {}
@@ -352,7 +360,7 @@ if settings.features.enabled:
         """features.rows -> Feast offline store, one batched write per view per flush."""
         f = settings.features
         pusher = await asyncio.to_thread(_pusher, "offline")
-        async for events in stream.take_events(f.offline_flush_rows, within=f.offline_flush_s):
+        async for events in _take(stream, f.offline_flush_rows, f.offline_flush_s):
             rows_by_view: dict[str, list[dict]] = {}
             for event in events:
                 try:

@@ -3,7 +3,9 @@
 In one run, on a private Tansu broker: produce N search-buy events over P distinct pairs (skewed
 popularity); read them back with a plain confluent-kafka consumer (the baseline: what the broker
 and client can deliver with no processing); then let one stream worker process them and time it
-from its Prometheus counters until every emitted request has passed dedup + batching. Separately,
+from its Prometheus counters until every emitted request has passed dedup + batching; `runs` times,
+each with a fresh consumer group and fresh tables, reporting the median (on 2 shared cores one run
+moves by +-10%). Separately,
 the state the sampler keeps is measured per million distinct pairs (tracemalloc).
 """
 
@@ -14,6 +16,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,8 +73,8 @@ def _scrape(port: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def _raw_consume(bootstrap: str, topic: str, n: int) -> float:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-raw", "auto.offset.reset": "earliest",
+def _raw_consume(bootstrap: str, topic: str, n: int, group: str = "bench-raw") -> float:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
                   "enable.auto.commit": False})
     c.subscribe([topic])
     got, t0 = 0, None
@@ -110,17 +113,73 @@ def state_memory(pairs: int, progress: bool) -> dict:
             "state_note": "pair counts + query type counts + one remembered event id per pair"}
 
 
-def run_stream_bench(events: int, pairs: int, memory_pairs: int, progress: bool = True) -> dict:
+_DOWNSTREAM = {"dlq": "behavior.dlq", "by_product": "co_purchase.by_product", "requests": "knowledge.requests",
+               "priority_requests": "knowledge.requests.priority", "batches": "generation.batches"}
+
+
+def _worker_run(bootstrap: str, tmp: str, events: int, app_id: str, progress: bool):
+    """One stream worker over the produced events until all are sampled and their requests batched:
+    (events/s, its counters, peak RSS MB). The worker is stopped when this returns."""
+    mport = services.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTENTFLOW_") or k.startswith("INTENTFLOW_GC_")}
+    env.update(INTENTFLOW_BROKER=bootstrap, INTENTFLOW_DATA_DIR=f"{tmp}/{app_id}", INTENTFLOW_METRICS_PORT=str(mport),
+               INTENTFLOW_SESSION_TIMEOUT_S="6", INTENTFLOW_LOG_LEVEL="warn", INTENTFLOW_APP_ID=app_id)
+    # the run's own downstream topics, so that it batches only the requests it emitted itself
+    own = {f"INTENTFLOW_TOPICS__{t.upper()}": f"{default}.{app_id}" for t, default in _DOWNSTREAM.items()}
+    services.ensure_topics(bootstrap, list(own.values()), 4)
+    env.update(own)
+    exe = str(Path(sys.executable).parent / "intentflow")
+    log_path = Path(tmp) / f"{app_id}.log"
+    worker = subprocess.Popen([exe, "worker"], env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    try:
+        bar = tqdm(total=events, disable=not progress, desc=f"stream worker ({app_id})", unit="ev")
+        t_first = t_done = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited: {log_path.read_text()[-3000:]}")
+            try:
+                m = _scrape(mport)
+            except OSError:
+                time.sleep(0.2)
+                continue
+            sampled = sum(m.get("sample_search_buy", {}).values())
+            emitted = m.get("sample_search_buy", {}).get("emitted", 0)
+            batched = sum(m.get("batch_requests", {}).values())
+            now = time.perf_counter()
+            if sampled and t_first is None:
+                t_first = now
+            bar.n = int(sampled)
+            bar.refresh()
+            if sampled >= events and batched >= emitted:
+                t_done = now
+                break
+            time.sleep(0.25)
+        bar.close()
+        if t_done is None:
+            raise RuntimeError("the stream worker did not finish within 600 s")
+        with open(f"/proc/{worker.pid}/status") as f:
+            rss = round(int(next(l for l in f if l.startswith("VmHWM")).split()[1]) / 1024, 1)
+        # the first counted micro-batch was processed before t_first: count from after it
+        first_batch = 1000
+        return (events - first_batch) / max(t_done - t_first, 1e-6), m, rss
+    finally:
+        if worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def run_stream_bench(events: int, pairs: int, memory_pairs: int, progress: bool = True, runs: int = 3) -> dict:
     out: dict = {"machine": machine(), "events": events, "distinct_pairs_target": pairs}
     with tempfile.TemporaryDirectory(prefix="intentflow-bench-") as tmp:
         port = services.free_port()
         svc = services.broker_up(port, Path(tmp) / "run")
         bootstrap = f"127.0.0.1:{port}"
-        worker = None
         try:
-            topics = ["behavior.search_buy", "behavior.co_purchase", "behavior.dlq", "co_purchase.by_product",
-                      "knowledge.requests", "knowledge.requests.priority", "generation.batches"]
-            services.ensure_topics(bootstrap, topics, 4)
+            services.ensure_topics(bootstrap, ["behavior.search_buy", "behavior.co_purchase"], 4)
             p = Producer(producer_config(bootstrap, **{"linger.ms": 20}))
             t0 = time.perf_counter()
             for key, raw in tqdm(synthetic_events(events, pairs), total=events, disable=not progress, desc="produce",
@@ -135,60 +194,25 @@ def run_stream_bench(events: int, pairs: int, memory_pairs: int, progress: bool 
             p.flush(60)
             del p
             out["produce_events_per_s"] = round(events / (time.perf_counter() - t0))
-            out["raw_consume_events_per_s"] = round(_raw_consume(bootstrap, "behavior.search_buy", events))
 
-            mport = services.free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("INTENTFLOW_") or k.startswith("INTENTFLOW_GC_")}
-            env.update(INTENTFLOW_BROKER=bootstrap, INTENTFLOW_DATA_DIR=tmp, INTENTFLOW_METRICS_PORT=str(mport),
-                       INTENTFLOW_SESSION_TIMEOUT_S="6", INTENTFLOW_LOG_LEVEL="warn", INTENTFLOW_APP_ID="bench")
-            exe = str(Path(sys.executable).parent / "intentflow")
-            log = open(Path(tmp) / "worker.log", "wb")
-            worker = subprocess.Popen([exe, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-            bar = tqdm(total=events, disable=not progress, desc="stream worker", unit="ev")
-            t_first = t_done = None
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                if worker.poll() is not None:
-                    raise RuntimeError(f"worker exited: {(Path(tmp) / 'worker.log').read_text()[-3000:]}")
-                try:
-                    m = _scrape(mport)
-                except OSError:
-                    time.sleep(0.2)
-                    continue
-                sampled = sum(m.get("sample_search_buy", {}).values())
-                emitted = m.get("sample_search_buy", {}).get("emitted", 0)
-                batched = sum(m.get("batch_requests", {}).values())
-                now = time.perf_counter()
-                if sampled and t_first is None:
-                    t_first = now
-                bar.n = int(sampled)
-                bar.refresh()
-                if sampled >= events and batched >= emitted:
-                    t_done = now
-                    break
-                time.sleep(0.25)
-            bar.close()
-            if t_done is None:
-                raise RuntimeError("the stream worker did not finish within 600 s")
-            # the first counted micro-batch was processed before t_first: count from after it
-            first_batch = 1000
-            out["stream_events_per_s"] = round((events - first_batch) / max(t_done - t_first, 1e-6))
+            rates, raws = [], []
+            for r in range(runs):  # each run: a fresh consumer group and fresh tables, same events
+                raws.append(_raw_consume(bootstrap, "behavior.search_buy", events, f"bench-raw-{r}"))
+                rate, m, rss = _worker_run(bootstrap, tmp, events, f"bench{r}", progress)
+                rates.append(rate)
+            out["stream_events_per_s"] = round(statistics.median(rates))
+            out["stream_events_per_s_runs"] = [round(x) for x in rates]
+            out["raw_consume_events_per_s"] = round(statistics.median(raws))
             out["ratio_stream_to_raw"] = round(out["stream_events_per_s"] / out["raw_consume_events_per_s"], 3)
             out["outcomes"] = {k: int(v) for k, v in m["sample_search_buy"].items()}
-            out["requests_batched"] = int(batched)
-            with open(f"/proc/{worker.pid}/status") as f:
-                rss = next(l for l in f if l.startswith("VmHWM")).split()[1]
-            out["worker_peak_rss_mb"] = round(int(rss) / 1024, 1)
+            out["requests_batched"] = int(sum(m.get("batch_requests", {}).values()))
+            out["worker_peak_rss_mb"] = rss
         finally:
-            if worker and worker.poll() is None:
-                worker.terminate()
-                try:
-                    worker.wait(20)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
             services.down(svc)
     if memory_pairs:
         out.update(state_memory(memory_pairs, progress))
     out["target_events_per_s"] = 20000
-    out["command"] = f"intentflow bench stream --events {events} --pairs {pairs} --memory-pairs {memory_pairs} --json"
+    out["runs"] = runs
+    out["command"] = (f"intentflow bench stream --events {events} --pairs {pairs} --memory-pairs {memory_pairs} "
+                      f"--runs {runs} --json")
     return out

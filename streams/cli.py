@@ -222,12 +222,13 @@ def bench() -> None:
 @click.option("--events", default=300_000, show_default=True)
 @click.option("--pairs", default=100_000, show_default=True, help="distinct (query, product) pairs")
 @click.option("--memory-pairs", default=1_000_000, show_default=True, help="pairs for the state-memory measurement")
+@click.option("--runs", default=3, show_default=True, help="worker runs over the same events (fresh group and tables each); the median is reported")
 @click.option("--json", "as_json", is_flag=True)
-def bench_stream(events: int, pairs: int, memory_pairs: int, as_json: bool) -> None:
+def bench_stream(events: int, pairs: int, memory_pairs: int, runs: int, as_json: bool) -> None:
     """Events/s through sample + dedup + batch on a real broker vs a plain confluent-kafka consumer."""
     from streams.bench import run_stream_bench
 
-    _emit(run_stream_bench(events, pairs, memory_pairs, progress=not as_json), as_json)
+    _emit(run_stream_bench(events, pairs, memory_pairs, progress=not as_json, runs=runs), as_json)
 
 
 def _ml(args: list[str]) -> None:

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     gc_gen0_threshold: int = Field(100_000, ge=0, description="Python's collector runs a young collection every this many new objects (Python's default: 700; 0 keeps it). A worker allocates a great many short-lived objects per event: +15% events/s (docs/BENCHMARKS.md)")
     gc_freeze: bool = Field(True, description="freeze the objects a worker holds after start-up (gc.freeze) so the collector stops rescanning them (measured in docs/BENCHMARKS.md)")
     faust_fastpath: bool = Field(True, description="skip Faust's per-message wait_first when flow is not suspended (streams/faust_patches.py)")
-    faust_event_sensors: bool = Field(False, description="call Faust's sensors (its Monitor, any added) for every event; off: they still see commits, sends and tables, and intentflow's own metrics count every event per micro-batch")
+    faust_event_sensors: bool = Field(False, description="call Faust's sensors (its Monitor, any added) for every event, and take micro-batches through Faust's Stream.take_events; off: agents read their channel directly (streams/take.py), sensors still see commits, sends and tables, and intentflow's own metrics count every event per micro-batch")
     # local services started by `intentflow infra up`
     redis_port: int = Field(16379, description="port of the local Redis (loopback)")
     topics: Topics = Topics()

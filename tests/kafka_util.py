@@ -113,12 +113,14 @@ class Worker:
             self.proc.wait(10)
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Graceful stop (SIGTERM); a worker that does not exit in time is killed and the test fails."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+                raise AssertionError(f"{self.name} did not stop within {timeout} s of SIGTERM:\n{self.tail()}") from None
 
 
 def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict:
