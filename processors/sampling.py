@@ -58,8 +58,10 @@ class SeenIds:
     the table holds blocks {"ids": {id: [partition, offset, ts]}} under "partition:first offset:ns",
     so a micro-batch of 1,000 events writes one changelog record instead of 1,000 (and one
     tombstone when it expires instead of 1,000). A block is deleted once its newest id is older
-    than the TTL (event time), so ids live at least the TTL. The id index is rebuilt from the
-    table whenever the table changed under it: recovery after a restart or a rebalance.
+    than the TTL (event time), so ids live at least the TTL. The id index is read from the table
+    when `stale` (at start, and after every assignment: recovery has refilled the table by the
+    time events flow again), from the blocks of the `owned` partitions only (None: all): the
+    table also holds standby copies of other workers' partitions, which are theirs to expire.
 
     `table` needs `put(key, value, partition)`, `delete(key, partition)`, `items()` and `len()`
     (streams.state.TrackedTable; a dict-backed one in tests).
@@ -72,6 +74,7 @@ class SeenIds:
         self.order: deque[tuple[float, str]] = deque()  # blocks in arrival order, for expiry
         self.pending: dict[int, tuple[str, dict[str, list]]] = {}
         self.stale = True
+        self.owned: set[int] | None = None
 
     def get(self, event_id: str, default=None):
         return self.index.get(event_id, default)
@@ -88,11 +91,14 @@ class SeenIds:
         block[1][event_id] = value
 
     def begin(self) -> None:
-        """Before a micro-batch: re-read the table if it changed since we last wrote it."""
-        if self.stale or len(self.table) != len(self.blocks):
+        """Before a micro-batch: re-read the table if it was recovered since."""
+        if self.stale:
             self.index.clear()
             self.blocks.clear()
+            owned = self.owned
             for key, block in self.table.items():
+                if owned is not None and int(key.split(":", 1)[0]) not in owned:
+                    continue
                 ids = block["ids"]
                 self.index.update(ids)
                 self.blocks[key] = max((v[TS] for v in ids.values()), default=0.0)

@@ -102,6 +102,8 @@ def _take(stream, max_: int, within: float):
     if settings.faust_event_sensors:
         return stream.take_events(max_, within=within)
     return take(stream, max_, within)
+
+
 _destinations = {"request": requests_topic, "product": by_product_topic}
 _seen: dict[str, sampling.SeenIds] = {}  # per sampling stage, for the rebalance hook below
 
@@ -130,6 +132,7 @@ def _count(stage: str, outcomes: Counter) -> None:
 async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedTable, ...], seen_table: TrackedTable) -> None:
     cfg = settings.sampling
     seen = _seen[stage] = sampling.SeenIds(seen_table)
+    seen.owned = _owned(stage)  # set again by _reindex_seen on every assignment
     async for events in _take(stream, TAKE, WITHIN):
         t0 = time.perf_counter()
         outcomes: Counter = Counter()
@@ -174,10 +177,21 @@ def _coalesce(emits: list[sampling.Emit]) -> list[sampling.Emit]:
     return out
 
 
+_seen_sources = {"sample_search_buy": search_buy_topic, "sample_co_purchase": co_purchase_topic}
+
+
+def _owned(stage: str) -> set[int]:
+    """Partitions of the stage's source topic this worker owns (its tables are co-partitioned)."""
+    name = _seen_sources[stage].get_topic_name()
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
+
+
 @app.on_partitions_assigned.connect
 async def _reindex_seen(app, assigned, **kwargs) -> None:
-    """Tables are recovered for the new assignment before events flow: re-read the event ids then."""
-    for seen in _seen.values():
+    """After an assignment the tables are recovered before events flow again: each stage's event
+    ids are re-read at its next micro-batch, from the partitions it now owns."""
+    for stage, seen in _seen.items():
+        seen.owned = _owned(stage)
         seen.stale = True
 
 

@@ -74,10 +74,11 @@ class TrackedTable(MutableMapping[str, Any]):
         one encoder made once, not per call, a third less again.
         """
         topic = self.table.changelog_topic.get_topic_name()
-        dump_key, dump, data = encode_basestring_ascii, _COMPACT.encode, self.data
+        dump_key, dumps, dump, data = encode_basestring_ascii, json.dumps, _COMPACT.encode, self.data
         for key, partition in self._dirty.items():
             value = data.get(key)
-            yield topic, partition, dump_key(key).encode(), None if value is None else dump(value).encode()
+            k = dump_key(key) if type(key) is str else dumps(key)
+            yield topic, partition, k.encode(), None if value is None else dump(value).encode()
         self._dirty.clear()
 
 

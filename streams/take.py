@@ -7,16 +7,28 @@ reads the agent's channel queue itself, with the bookkeeping of faust.streams.St
 (0.15.3): an event of an older consumer generation, or one dequeued while flow is suspended by a
 rebalance, is skipped and acked, as Faust does; a message of an acking topic is tracked as unacked
 until acked; a batch is acked (Faust's own Event.ack) only after the agent's code has finished
-with it, so a crash redelivers it. Sensors are not called per event: the worker uses `take` only
+with it: an agent that raises gets the batch again when Faust restarts it, and a process that
+dies gets it again from the last commit. Sensors are not called per event: the worker uses `take` only
 with settings.faust_event_sensors off (streams/faust_patches.skip_event_sensors).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from typing import Any, AsyncIterator
 
 from faust.types import EventT
+
+log = logging.getLogger("intentflow.streams")
+
+
+# A batch yielded to an agent that raised before asking for the next one: its actor is restarted by
+# Faust's supervisor on the same stream, and gets the batch again first (at-least-once; every stage
+# is idempotent on redelivery). Faust's own take_events acks such a batch, i.e. skips it.
+_unfinished: "weakref.WeakKeyDictionary[Any, tuple[list, int]]" = weakref.WeakKeyDictionary()
+RETRY_MAX_S = 30.0
 
 
 async def take(stream: Any, max_: int, within: float) -> AsyncIterator[list]:
@@ -25,6 +37,20 @@ async def take(stream: Any, max_: int, within: float) -> AsyncIterator[list]:
     queue = stream.channel.queue
     loop = asyncio.get_running_loop()
     await stream.maybe_start()
+    failed, failures = _unfinished.pop(stream, ([], 0))
+    if failed:
+        delay = min(RETRY_MAX_S, 0.5 * 2 ** failures)
+        log.warning("retrying a micro-batch of %d events the agent did not finish (attempt %d) in %.1fs",
+                    len(failed), failures + 2, delay)
+        await asyncio.sleep(delay)
+        events = [e for e in failed if _current(app, e)]
+        for event in failed:
+            if not _current(app, event):  # from before a rebalance: redelivered from the commit
+                event.ack()
+        if events:
+            _unfinished[stream] = (events, failures + 1)
+            yield events
+            _done(stream, events)
     while not stream.should_stop:
         try:
             events, skipped = await _collect(app, queue, max_, within, loop)
@@ -33,9 +59,19 @@ async def take(stream: Any, max_: int, within: float) -> AsyncIterator[list]:
         for event in skipped:
             event.ack()
         if events:
+            _unfinished[stream] = (events, 0)
             yield events
-            for event in events:
-                event.ack()
+            _done(stream, events)
+
+
+def _done(stream: Any, events: list) -> None:
+    _unfinished.pop(stream, None)
+    for event in events:
+        event.ack()
+
+
+def _current(app: Any, event: Any) -> bool:
+    return app.flow_control.is_active() and event.message.generation_id == app.consumer_generation_id
 
 
 async def _collect(app: Any, queue: Any, max_: int, within: float, loop: asyncio.AbstractEventLoop):
@@ -43,13 +79,12 @@ async def _collect(app: Any, queue: Any, max_: int, within: float, loop: asyncio
     skipped: list = []
     item = await queue.get()
     deadline = loop.time() + within
-    flow = app.flow_control
     acking = app.topics.acking_topics
     unacked = app.consumer.unacked
     while True:
         if isinstance(item, EventT):
             m = item.message
-            if not flow.is_active() or m.generation_id != app.consumer_generation_id:
+            if not _current(app, item):
                 skipped.append(item)
             else:
                 if m.topic in acking and not m.tracked:

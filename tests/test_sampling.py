@@ -139,16 +139,17 @@ def test_event_ids_are_read_back_after_a_restart_or_a_rebalance():
     restarted = sampling.SeenIds(table)  # the table recovered from its changelog
     restarted.begin()
     assert restarted.get("a") == [0, 1, 100.0]
-    table["1:7:99"] = {"ids": {"x": [1, 7, 120.0]}}  # a partition assigned: its blocks recovered
+    table["1:7:99"] = {"ids": {"x": [1, 7, 120.0]}}  # partition 1 assigned: its blocks recovered
+    table["2:1:5"] = {"ids": {"y": [2, 1, 130.0]}}  # partition 2: a standby copy of another worker's
+    restarted.owned, restarted.stale = {0, 1}, True  # what the worker's assignment hook sets
     restarted.begin()
-    assert restarted.get("x") == [1, 7, 120.0]
-    del table[next(k for k in table if k.startswith("0:"))]  # and one revoked: swapped, same size
-    table["2:1:5"] = {"ids": {"y": [2, 1, 130.0]}}
-    restarted.stale = True  # what the worker's rebalance hook sets
+    assert restarted.get("x") == [1, 7, 120.0] and restarted.get("a") and restarted.get("y") is None
+    restarted.owned, restarted.stale = {1}, True  # partition 0 revoked
     restarted.begin()
-    assert restarted.get("a") is None and restarted.get("y") and restarted.get("x")
-    restarted.commit(now_ts=400.0, ttl_s=200)  # recovered blocks expire like any other
-    assert len(table) == 0 and restarted.get("y") is None
+    assert restarted.get("a") is None and restarted.get("x")
+    restarted.commit(now_ts=400.0, ttl_s=200)  # recovered blocks expire like any other; not the standby's
+    assert {k.split(":")[0] for k in table} == {"0", "2"}  # partition 1's expired; the others are not ours
+    assert restarted.get("x") is None
 
 
 def test_a_replayed_batch_does_not_overwrite_the_first_blocks():

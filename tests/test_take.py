@@ -1,0 +1,115 @@
+"""streams.take: micro-batches straight from a channel queue (units; the workers' integration tests
+run it against the real broker: exact pairs, kill -9, rebalances)."""
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from faust.types import EventT
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
+
+from streams import take as take_mod
+
+
+class Msg:  # hashable, as Faust's messages are
+    def __init__(self, offset, generation_id, topic):
+        self.offset, self.generation_id, self.topic, self.tracked = offset, generation_id, topic, False
+
+
+class Ev:
+    def __init__(self, i, generation=1, topic="t"):
+        self.message = Msg(i, generation, topic)
+        self.acks = 0
+
+    def ack(self):
+        self.acks += 1
+
+
+EventT.register(Ev)
+
+
+class Stream:
+    def __init__(self):
+        flow = FlowControlEvent()
+        flow.resume()
+        self.channel = SimpleNamespace(queue=ThrowableQueue(maxsize=1000, flow_control=flow))
+        self.unacked = set()
+        self.app = SimpleNamespace(flow_control=SimpleNamespace(is_active=lambda: True), consumer_generation_id=1,
+                                   topics=SimpleNamespace(acking_topics={"t"}), consumer=SimpleNamespace(unacked=self.unacked))
+        self.should_stop = False
+
+    async def maybe_start(self):
+        return False
+
+    def put(self, events):
+        for e in events:
+            self.channel.queue.put_nowait(e)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_batches_by_size_then_by_time_and_acks_after_the_next_request():
+    async def main():
+        s = Stream()
+        evs = [Ev(i) for i in range(5)]
+        s.put(evs)
+        it = take_mod.take(s, 3, 0.05)
+        first = await it.__anext__()
+        assert [e.message.offset for e in first] == [0, 1, 2] and all(e.acks == 0 for e in first)
+        assert all(e.message.tracked for e in first) and len(s.unacked) == 3  # tracked until acked
+        second = await it.__anext__()  # the remaining two, after the 50 ms window
+        assert [e.message.offset for e in second] == [3, 4]
+        assert [e.acks for e in evs] == [1, 1, 1, 0, 0]
+        s.put([Ev(9)])
+        await it.__anext__()
+        assert [e.acks for e in evs] == [1] * 5
+
+    run(main())
+
+
+def test_events_of_an_old_generation_are_acked_not_yielded():
+    async def main():
+        s = Stream()
+        old, new = Ev(0, generation=0), Ev(1)
+        s.put([old, new])
+        got = await take_mod.take(s, 10, 0.02).__anext__()
+        assert got == [new] and old.acks == 1
+
+    run(main())
+
+
+def test_a_batch_the_agent_did_not_finish_comes_again_to_the_restarted_agent(monkeypatch):
+    monkeypatch.setattr(take_mod, "RETRY_MAX_S", 0.01)
+
+    async def agent(s, fail_on):
+        async for events in take_mod.take(s, 10, 0.02):
+            if events[0].message.offset == fail_on:
+                raise RuntimeError("broker down")
+            return events
+
+    async def main():
+        s = Stream()
+        evs = [Ev(0), Ev(1)]
+        s.put(evs)
+        with pytest.raises(RuntimeError):
+            await agent(s, fail_on=0)
+        assert [e.acks for e in evs] == [0, 0]  # not skipped, as Faust's take_events would
+        again = await agent(s, fail_on=None)  # what Faust's supervisor does: a new actor, same stream
+        assert again == evs
+
+    run(main())
+
+
+def test_a_cancelled_actor_ends_the_batches():
+    async def main():
+        s = Stream()
+        it = take_mod.take(s, 10, 0.02)
+        waiting = asyncio.ensure_future(it.__anext__())
+        await asyncio.sleep(0.01)
+        s.channel.queue._throw(StopAsyncIteration())  # faust.agents.actor.Actor.cancel
+        with pytest.raises(StopAsyncIteration):
+            await waiting
+
+    run(main())
