@@ -336,11 +336,14 @@ if __name__ == "__main__":
 # --- features ------------------------------------------------------------------------------
 
 
-def _store(apply: bool = True):
-    from feature_repo.store import open_store
+def _reading_store():
+    """The feature store for a read: the definitions are registered only where no registry exists
+    yet (a read must not rewrite the registry the workers use)."""
+    from feature_repo.store import open_store, repo_dir
 
     s = get_settings()
-    return open_store(s.features, s.data_dir, s.redis_port, apply=apply)
+    fresh = not (repo_dir(s.features, s.data_dir) / "registry.db").exists()
+    return open_store(s.features, s.data_dir, s.redis_port, apply=fresh)
 
 
 @main.command()
@@ -355,7 +358,7 @@ def features(query: str | None, product: str | None, pair: tuple[str, str] | Non
         raise click.UsageError("give exactly one of --query, --product, --pair")
     from feature_repo.client import FeatureReader, augmentation, plain
 
-    reader = FeatureReader(_store())
+    reader = FeatureReader(_reading_store())
     feats = reader.query(query) if query else reader.product(product) if product else reader.pair(*pair)
     out = {"entity": {"query": query, "product": product, "pair": list(pair) if pair else None}, "found": bool(feats),
            "features": plain(feats, digits=4)}

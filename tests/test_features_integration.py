@@ -142,5 +142,19 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
         assert feats["lag"] == 0 and feats["processed"] == feats["in"] > 0
         assert st["dlq"]["behavior.dlq"] >= 2 and st["topics"]["knowledge.edges"] == 2 * len(edges) + 2 + len(new_edges)
         assert st["freshness_s"]["n"] > 0 and st["freshness_s"]["p50"] > 0
+
+        # what a downstream user reads: `intentflow features`; a read leaves the registry alone
+        registry = data / "feast" / "registry.db"
+        before = registry.stat().st_mtime_ns
+        r = subprocess.run([INTENTFLOW, "features", "--product", "P0", "--augment", "--json"], cwd=ROOT,
+                           capture_output=True, env={**env, "INTENTFLOW_LOG_LEVEL": "warn"}, timeout=120)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        out = json.loads(r.stdout)
+        assert out["found"] and out["features"]["product_knowledge"]["used_with"] == ["insoles"]
+        assert "used by [pregnant women" in out["augmentation"]
+        r = subprocess.run([INTENTFLOW, "features", "--query", "never searched", "--json"], cwd=ROOT,
+                           capture_output=True, env={**env, "INTENTFLOW_LOG_LEVEL": "warn"}, timeout=120)
+        assert r.returncode == 1 and json.loads(r.stdout)["found"] is False
+        assert registry.stat().st_mtime_ns == before
     finally:
         worker.stop()
