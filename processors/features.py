@@ -114,7 +114,10 @@ def _ranked(state: dict, half_life_s: float) -> list[dict]:
 
 
 def rows(key: str, state: dict, cfg: FeatureConfig) -> list[tuple[str, dict]]:
-    """(feature view, row) for an entity's current state, without push times (see stamp())."""
+    """(feature view, row) for an entity's current state, without push times (see stamp()).
+
+    It also advances `state`: its row clock (`row_ts`) and, for products, the relations written so
+    far; so call it once per push, and store the state after the rows (as the feature writer does)."""
     kind, ident = key.split("|", 1)
     # Feast's online store keeps a row only if its timestamp is newer than the stored one: make it
     # strictly increasing per entity, and deterministic (the newest edge's filter time).
