@@ -22,6 +22,10 @@ def repo_dir(cfg: FeatureConfig, data_dir: str) -> Path:
     return Path(cfg.repo_dir or f"{data_dir}/feast").resolve()
 
 
+def registry_path(cfg: FeatureConfig, data_dir: str) -> Path:
+    return repo_dir(cfg, data_dir) / "registry.db"
+
+
 def repo_config(cfg: FeatureConfig, data_dir: str, redis_port: int) -> RepoConfig:
     root = repo_dir(cfg, data_dir)
     if cfg.online == "redis":
@@ -29,7 +33,7 @@ def repo_config(cfg: FeatureConfig, data_dir: str, redis_port: int) -> RepoConfi
                   "skip_dedup": not cfg.online_order_check}
     else:
         online = {"type": "sqlite", "path": str(root / "online.db")}
-    return RepoConfig(project=PROJECT, provider="local", registry=str(root / "registry.db"), online_store=online,
+    return RepoConfig(project=PROJECT, provider="local", registry=str(registry_path(cfg, data_dir)), online_store=online,
                       offline_store={"type": "feature_repo.offline.PartsFileOfflineStore"},
                       entity_key_serialization_version=3, repo_path=str(root))
 

@@ -63,7 +63,7 @@ class SeenIds:
     time events flow again), from the blocks of the `owned` partitions only (None: all): the
     table also holds standby copies of other workers' partitions, which are theirs to expire.
 
-    `table` needs `put(key, value, partition)`, `delete(key, partition)`, `items()` and `len()`
+    `table` needs `put(key, value, partition)`, `delete(key, partition)`, `get(key)` and `items()`
     (streams.state.TrackedTable; a dict-backed one in tests).
     """
 

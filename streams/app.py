@@ -105,7 +105,7 @@ def _take(stream, max_: int, within: float):
 
 
 _destinations = {"request": requests_topic, "product": by_product_topic}
-_seen: dict[str, sampling.SeenIds] = {}  # per sampling stage, for the rebalance hook below
+_seen: dict[str, tuple[sampling.SeenIds, faust.TopicT]] = {}  # stage -> its ids, its source; for _reindex_seen
 
 
 async def _publish(emits: list[sampling.Emit]) -> None:
@@ -131,8 +131,9 @@ def _count(stage: str, outcomes: Counter) -> None:
 
 async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedTable, ...], seen_table: TrackedTable) -> None:
     cfg = settings.sampling
-    seen = _seen[stage] = sampling.SeenIds(seen_table)
-    seen.owned = _owned(stage)  # set again by _reindex_seen on every assignment
+    seen = sampling.SeenIds(seen_table)
+    seen.owned = _owned(topic)  # set again by _reindex_seen on every assignment
+    _seen[stage] = (seen, topic)
     async for events in _take(stream, TAKE, WITHIN):
         t0 = time.perf_counter()
         outcomes: Counter = Counter()
@@ -177,12 +178,9 @@ def _coalesce(emits: list[sampling.Emit]) -> list[sampling.Emit]:
     return out
 
 
-_seen_sources = {"sample_search_buy": search_buy_topic, "sample_co_purchase": co_purchase_topic}
-
-
-def _owned(stage: str) -> set[int]:
-    """Partitions of the stage's source topic this worker owns (its tables are co-partitioned)."""
-    name = _seen_sources[stage].get_topic_name()
+def _owned(source: faust.TopicT) -> set[int]:
+    """Partitions of a stage's source topic this worker owns (its tables are co-partitioned)."""
+    name = source.get_topic_name()
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
 
 
@@ -190,8 +188,8 @@ def _owned(stage: str) -> set[int]:
 async def _reindex_seen(app, assigned, **kwargs) -> None:
     """After an assignment the tables are recovered before events flow again: each stage's event
     ids are re-read at its next micro-batch, from the partitions it now owns."""
-    for stage, seen in _seen.items():
-        seen.owned = _owned(stage)
+    for seen, source in _seen.values():
+        seen.owned = _owned(source)
         seen.stale = True
 
 

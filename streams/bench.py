@@ -34,6 +34,7 @@ from processors.config import SamplingConfig
 from processors.events import parse_search_buy
 from processors.sampling import MemoryTable, SeenIds, sample_search_buy
 from streams.producer import producer_config
+from streams.settings import Topics
 
 T0 = 1767225600
 
@@ -113,8 +114,7 @@ def state_memory(pairs: int, progress: bool) -> dict:
             "state_note": "pair counts + query type counts + one remembered event id per pair"}
 
 
-_DOWNSTREAM = {"dlq": "behavior.dlq", "by_product": "co_purchase.by_product", "requests": "knowledge.requests",
-               "priority_requests": "knowledge.requests.priority", "batches": "generation.batches"}
+_DOWNSTREAM = ("dlq", "by_product", "requests", "priority_requests", "batches")  # fields of settings.Topics
 
 
 def _worker_run(bootstrap: str, tmp: str, events: int, app_id: str, progress: bool):
@@ -125,7 +125,8 @@ def _worker_run(bootstrap: str, tmp: str, events: int, app_id: str, progress: bo
     env.update(INTENTFLOW_BROKER=bootstrap, INTENTFLOW_DATA_DIR=f"{tmp}/{app_id}", INTENTFLOW_METRICS_PORT=str(mport),
                INTENTFLOW_SESSION_TIMEOUT_S="6", INTENTFLOW_LOG_LEVEL="warn", INTENTFLOW_APP_ID=app_id)
     # the run's own downstream topics, so that it batches only the requests it emitted itself
-    own = {f"INTENTFLOW_TOPICS__{t.upper()}": f"{default}.{app_id}" for t, default in _DOWNSTREAM.items()}
+    defaults = Topics()
+    own = {f"INTENTFLOW_TOPICS__{t.upper()}": f"{getattr(defaults, t)}.{app_id}" for t in _DOWNSTREAM}
     services.ensure_topics(bootstrap, list(own.values()), 4)
     env.update(own)
     exe = str(Path(sys.executable).parent / "intentflow")
@@ -178,15 +179,16 @@ def run_stream_bench(events: int, pairs: int, memory_pairs: int, progress: bool 
         port = services.free_port()
         svc = services.broker_up(port, Path(tmp) / "run")
         bootstrap = f"127.0.0.1:{port}"
+        source = Topics()  # the worker's inputs, as it reads them by default
         try:
-            services.ensure_topics(bootstrap, ["behavior.search_buy", "behavior.co_purchase"], 4)
+            services.ensure_topics(bootstrap, [source.search_buy, source.co_purchase], 4)
             p = Producer(producer_config(bootstrap, **{"linger.ms": 20}))
             t0 = time.perf_counter()
             for key, raw in tqdm(synthetic_events(events, pairs), total=events, disable=not progress, desc="produce",
                                  unit="ev"):
                 while True:
                     try:
-                        p.produce("behavior.search_buy", raw, key.encode())
+                        p.produce(source.search_buy, raw, key.encode())
                         break
                     except BufferError:
                         p.poll(0.05)
@@ -197,7 +199,7 @@ def run_stream_bench(events: int, pairs: int, memory_pairs: int, progress: bool 
 
             rates, raws = [], []
             for r in range(runs):  # each run: a fresh consumer group and fresh tables, same events
-                raws.append(_raw_consume(bootstrap, "behavior.search_buy", events, f"bench-raw-{r}"))
+                raws.append(_raw_consume(bootstrap, source.search_buy, events, f"bench-raw-{r}"))
                 rate, m, rss = _worker_run(bootstrap, tmp, events, f"bench{r}", progress)
                 rates.append(rate)
             out["stream_events_per_s"] = round(statistics.median(rates))

@@ -339,10 +339,10 @@ if __name__ == "__main__":
 def _reading_store():
     """The feature store for a read: the definitions are registered only where no registry exists
     yet (a read must not rewrite the registry the workers use)."""
-    from feature_repo.store import open_store, repo_dir
+    from feature_repo.store import open_store, registry_path
 
     s = get_settings()
-    fresh = not (repo_dir(s.features, s.data_dir) / "registry.db").exists()
+    fresh = not registry_path(s.features, s.data_dir).exists()
     return open_store(s.features, s.data_dir, s.redis_port, apply=fresh)
 
 

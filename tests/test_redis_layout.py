@@ -1,12 +1,10 @@
 """The lean Redis writer writes Feast's layout byte for byte, with Feast's order check (real Redis)."""
 
-import time
-
 import pytest
 
 from processors import features
 from processors.features import FeatureConfig
-from tests.feature_data import co_edge, product, search_edge
+from tests.feature_data import co_edge, product, reference, search_edge
 
 SHOE = product("B01", "Skechers Women's Go Walk Slip-Resistant Shoe", "walking shoes")
 SOCK = product("B02", "Compression Socks for Pregnancy", "socks")
@@ -18,13 +16,9 @@ def _rows():
              search_edge("maternity shoes", SHOE, "used_for_function", "prevent slipping", 0.8, T0 + 1.234567891),
              search_edge("walking shoes", SHOE, "xWant", "stay comfortable", 0.7, T0 + 2),
              co_edge(SHOE, SOCK, "xIs_a", "expecting mothers", 0.8, T0 + 3)]
-    states = {}
-    for e in edges:
-        for key, c in features.contributions(e):
-            states[key], _ = features.apply(states.get(key), c, FeatureConfig())
     by_view = {}
-    for key, st in states.items():
-        for view, row in features.rows(key, st, FeatureConfig()):
+    for rows in reference(edges).values():  # the pure processors' rows per entity
+        for view, row in rows.items():
             by_view.setdefault(view, []).append(features.stamp(row, T0 + 10))
     return by_view
 
