@@ -16,10 +16,14 @@ def main() -> None:
 
 @main.command()
 def bootstrap() -> None:
-    """Convert the bundled SmolLM2 GGUF to a safetensors folder (once) and locate MiniLM."""
-    from generators.models import minilm_dir, smollm2_dir
+    """Convert the bundled SmolLM2 GGUF to a safetensors folder in the dtype this CPU runs fastest
+    (once, cached per dtype) and locate MiniLM."""
+    from generators.hardware import describe
+    from generators.models import configured_dtype, minilm_dir, smollm2_dir
 
-    click.echo(json.dumps({"smollm2": str(smollm2_dir()), "minilm": str(minilm_dir())}))
+    dtype = configured_dtype()
+    click.echo(json.dumps({"smollm2": str(smollm2_dir(dtype)), "minilm": str(minilm_dir()),
+                           "dtype": dtype, "cpu": describe()}))
 
 
 @main.command()
@@ -31,7 +35,7 @@ def bootstrap() -> None:
 def worker(engine: str | None, model: str | None, max_batches: int | None, idle_exit: float | None, as_json: bool) -> None:
     """Consume generation.batches, generate, parse, publish knowledge.candidates."""
     from generators.config import MLSettings
-    from generators.engines import make_engine
+    from generators.engines import from_settings
     from generators.worker import GenerationWorker
 
     s = MLSettings()
@@ -39,9 +43,7 @@ def worker(engine: str | None, model: str | None, max_batches: int | None, idle_
         from prometheus_client import start_http_server
 
         start_http_server(s.metrics_port, addr="127.0.0.1")
-    g = s.generation
-    kw = {"base_url": g.base_url} if (engine or g.engine) == "openai" else {}
-    eng = make_engine(engine or g.engine, model or g.model, **kw)
+    eng = from_settings(s, engine, model)
     stats = GenerationWorker(eng, s).run(max_batches=max_batches, idle_exit_s=idle_exit)
     click.echo(json.dumps(dict(stats)) if as_json else "\n".join(f"{k}: {v}" for k, v in sorted(stats.items())))
 
@@ -86,10 +88,9 @@ def filter_(path: str, critic_dir: str | None, self_eval: bool, as_json: bool) -
         raise click.ClickException("invalid input, nothing filtered:\n" + "\n".join(bad[:20]))
     engine = None
     if self_eval:
-        from generators.engines import make_engine
+        from generators.engines import from_settings
 
-        g = s.generation
-        engine = make_engine(g.engine, g.model, **({"base_url": g.base_url} if g.engine == "openai" else {}))
+        engine = from_settings(s)
     make, _ = filter_pipeline(s, critic_dir or s.filter.critic, engine)
     for verdict in make(TailStats({})).run(items):
         d = verdict.as_dict()
@@ -101,9 +102,9 @@ def filter_pipeline(s, critic_dir: str | None = None, engine=None):
     from generators.scorers import Critic, Embedder, LMFluency, SelfEval
     from processors.filters import FilterPipeline
 
-    dtype = s.filter.encoder_dtype
+    dtype = s.dtype
     critic = Critic(critic_dir, dtype=dtype) if critic_dir else None
-    fluency, emb = LMFluency(), Embedder(dtype=dtype)
+    fluency, emb = LMFluency(dtype=dtype), Embedder(dtype=dtype)
 
     def make(stats):
         return FilterPipeline(s.filter, stats, fluency=fluency.score, similarity=emb.similarity,
@@ -239,10 +240,9 @@ def eval_intents(data: str, scorer: str, critic_dir: str | None, as_json: bool) 
     engine = None
     if scorer == "selfeval":
         from generators.config import MLSettings
-        from generators.engines import make_engine
+        from generators.engines import from_settings
 
-        g = MLSettings().generation
-        engine = make_engine(g.engine, g.model, **({"base_url": g.base_url} if g.engine == "openai" else {}))
+        engine = from_settings(MLSettings())
     from generators.config import MLSettings
 
     res = run(data, scorer, critic_dir or MLSettings().filter.critic, engine)
@@ -259,12 +259,11 @@ def calibrate_selfeval(data: str, out: str | None, min_labels: int, as_json: boo
     from generators.annotation import read_jsonl, validate
     from generators.calibration import calibrate
     from generators.config import MLSettings
-    from generators.engines import make_engine
+    from generators.engines import from_settings
     from generators.scorers import SelfEval
 
     rows = validate(read_jsonl(data))
-    g = MLSettings().generation
-    engine = make_engine(g.engine, g.model, **({"base_url": g.base_url} if g.engine == "openai" else {}))
+    engine = from_settings(MLSettings())
     res = calibrate(rows, SelfEval(engine).score, min_labels)
     res["apply"] = ("INTENTFLOW_FILTER__MIN_SELF_EVAL=" + str(res["min_self_eval"]) + " "
                     "INTENTFLOW_FILTER__SELF_EVAL_BY_RELATION='" + json.dumps(res["self_eval_by_relation"]) + "'")

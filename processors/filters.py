@@ -38,7 +38,6 @@ class FilterConfig(BaseModel):
     paraphrase_similarity: float = Field(0.9, description="paraphrase: cosine(tail, context) at or above this")
     critic: str | None = Field(None, description="critic model folder (`intentflow critic train`); unset: the critic stage is skipped")
     min_plausibility: float = Field(0.5, description="critic: plausibility below this is rejected")
-    encoder_dtype: str = Field("auto", pattern="^(auto|float32|bfloat16)$", description="critic and embedder weights: bfloat16 runs ~3x faster on CPUs with bf16 matrix units (AMX, AVX512-BF16); auto picks it there, float32 elsewhere")
     min_self_eval: float = Field(0.0, description="self-evaluation: P(YES) - P(NO) below this is rejected (when enabled)")
     self_eval_by_relation: dict[str, float] = Field(default_factory=dict, description="calibrated per-relation thresholds")
 
