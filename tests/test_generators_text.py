@@ -26,10 +26,10 @@ def test_prompts_one_per_relation_with_domain_fewshot_and_version():
     assert [p.relation for p in ps] == ["used_for_audience", "xWant"]
     assert all(p.version == prompts.PROMPT_VERSION and p.request_id == "r1" for p in ps)
     assert ps[0].text.endswith('Bought: "Skechers Slip-Resistant Work Shoes"\nThe product is meant for:\n1.')
-    assert "nurses on long shifts" in ps[0].text  # the shoes domain's examples
+    assert "restaurant line cooks" in ps[0].text  # the shoes domain's examples
     cp = prompts.build(CP, ("used_for_event",))[0].text
     assert cp.endswith('Bought together: "Coleman Tent" and "Sleeping Bag"\nBoth products are used for the activity:\n1.')
-    assert "keep the wearer warm" in cp  # general domain
+    assert "staying dry between meetings" in cp  # general domain
 
 
 def test_self_eval_prompt_asks_yes_no():
