@@ -27,6 +27,7 @@ class SamplingConfig(BaseModel):
     # re-generation
     pair_ttl_s: float = Field(7 * 86400, ge=0, description="a pair emitted within this many seconds (event time) is not emitted again")
     event_id_ttl_s: float = Field(3600, ge=0, description="event ids remembered this long (event time) to drop duplicates")
+    max_future_skew_s: float = Field(300, ge=0, description="events dated more than this many seconds after the wall clock are dead-lettered (worker and replay): one far-future time would otherwise move event-time state ahead")
 
 
 class DedupConfig(BaseModel):

@@ -2,22 +2,157 @@
 
 Validation is strict (unknown fields, wrong types and empty strings are errors) so that a
 malformed event is sent to the dead-letter topic with a clear reason instead of being guessed at.
+
+Text is normalised at the contract, so that one thing typed several ways is one identity:
+`normalize_text` (query, title, product_type, category) and `normalize_id` (event_id, session_id,
+product_id) apply Unicode NFKC (full-width letters, ligatures, composed accents), remove invisible
+format characters (zero-width space and joiners, word joiner, soft hyphen, BOM, bidi marks: every
+Unicode "Cf" character) and collapse whitespace. Text also has HTML entities decoded ("Kids &amp;
+Toddlers", as HTML catalogues write it) and control characters and line breaks turned into spaces;
+an id with a control character is an error instead (it is a producer bug, not text). A field that is
+empty after normalisation is an error, as an empty string is. Keys (`normalize_query`,
+`search_pair_key`, `co_pair_key`) are built from normalised text, case-folded, with the parts of a
+composite key escaped (`join_key`), so different parts never make the same key.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import html
+import unicodedata
 from functools import cached_property
 from datetime import datetime, timezone
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError,
+                      field_validator)
 
 SCHEMA_VERSION = 1
+TEXT_MAX, ID_MAX = 2000, 200  # characters, after normalisation
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+# --- normalisation ------------------------------------------------------------------------
+
+
+def _text_char(c: str) -> str:
+    """One character of a non-printable text: format characters go, other invisibles become spaces."""
+    cat = unicodedata.category(c)
+    if cat == "Cf":
+        return ""
+    if cat in ("Cc", "Zs", "Zl", "Zp"):
+        return " "
+    if cat == "Cs":
+        raise ValueError(f"not valid Unicode (a lone surrogate U+{ord(c):04X})")
+    return c  # private use (Co) and unassigned (Cn): kept
+
+
+def _id_char(c: str) -> str:
+    cat = unicodedata.category(c)
+    if cat == "Cf":
+        return ""
+    if cat == "Zs":
+        return " "
+    if cat in ("Cc", "Zl", "Zp"):
+        raise ValueError(f"control character U+{ord(c):04X} in an id")
+    if cat == "Cs":
+        raise ValueError(f"not valid Unicode (a lone surrogate U+{ord(c):04X})")
+    return c
+
+
+def _text_once(s: str) -> str:
+    # NFKC before entities are decoded too, so that canonically equal spellings ("&lť", "&lt\u030c")
+    # meet the entity decoder as one string.
+    if not s.isascii():
+        s = unicodedata.normalize("NFKC", s)
+    if "&" in s:
+        s = html.unescape(s)
+        if not s.isascii():
+            s = unicodedata.normalize("NFKC", s)
+    if not s.isprintable():  # C-speed test; true for almost all text (ordinary spaces are printable)
+        s = "".join(map(_text_char, s))
+    return " ".join(s.split())
+
+
+def _id_once(s: str) -> str:
+    if not s.isascii():
+        s = unicodedata.normalize("NFKC", s)
+    if not s.isprintable():
+        s = "".join(map(_id_char, s))
+    return " ".join(s.split())
+
+
+def _fixpoint(step, s: str) -> str:
+    # One step is almost always enough; a second finds what the first uncovered (an entity escaped
+    # twice, "&amp;amp;"; accents that compose once a zero-width character between them is gone).
+    for _ in range(32):
+        t = step(s)
+        if t == s:
+            return t
+        s = t
+    return s
+
+
+def normalize_text(s: str) -> str:
+    """Free text (a query, a title, a product type) in its one canonical form; idempotent.
+
+    HTML entities decoded (repeatedly: "&amp;amp;" -> "&"), Unicode NFKC, format characters (Cf:
+    U+200B-U+200D, U+2060, U+00AD, U+FEFF, bidi marks, ...) removed, control characters, line breaks
+    and every kind of space collapsed into single spaces, ends stripped. Case is kept. May return "".
+    Raises ValueError on a lone surrogate (not Unicode text).
+    """
+    if s.isascii() and s.isprintable() and "&" not in s:  # the common case, decided at C speed
+        return " ".join(s.split()) if "  " in s or s[:1] == " " or s[-1:] == " " else s
+    t = _text_once(s)
+    if t.isascii() and "&" not in t:  # final after one step
+        return t
+    return _fixpoint(_text_once, t)
+
+
+def normalize_id(s: str) -> str:
+    """An identifier in canonical form; idempotent: NFKC ("Ｂ０７" -> "B07"), format characters
+    removed, spaces collapsed, ends stripped; no HTML decoding and no case change. May return "".
+    Raises ValueError on a control character or line break (U+0000-U+001F, U+007F-U+009F,
+    U+2028/9) or a lone surrogate."""
+    if s.isascii() and s.isprintable():
+        return " ".join(s.split()) if "  " in s or s[:1] == " " or s[-1:] == " " else s
+    t = _id_once(s)
+    if t.isascii():
+        return t
+    return _fixpoint(_id_once, t)
+
+
+def _fold_once(s: str) -> str:
+    s = normalize_text(s).casefold()
+    if not s.isascii():
+        s = " ".join(unicodedata.normalize("NFKC", s).split())
+    return s
+
+
+def normalize_query(q: str) -> str:
+    """The key form of a query: `normalize_text`, then case-folded (str.casefold: "Straße" and
+    "STRASSE" are one query). Idempotent. Raises ValueError as normalize_text does."""
+    if q.isascii() and q.isprintable() and "&" not in q:
+        return (" ".join(q.split()) if "  " in q or q[:1] == " " or q[-1:] == " " else q).lower()
+    t = _fold_once(q)
+    if t.isascii() and "&" not in t:
+        return t
+    return _fixpoint(_fold_once, t)
+
+
+def _valid(normalize, limit: int, what: str):
+    def check(v: str) -> str:
+        v = normalize(v)
+        if not v:
+            raise ValueError(f"empty {what} (nothing left after removing invisible characters and whitespace)")
+        if len(v) > limit:
+            raise ValueError(f"{what} longer than {limit} characters ({len(v)})")
+        return v
+    return check
+
+
+# Raw strings are bounded before normalisation too (entities and NFKC change lengths).
+Text = Annotated[str, StringConstraints(max_length=8 * TEXT_MAX), AfterValidator(_valid(normalize_text, TEXT_MAX, "text"))]
+Id = Annotated[str, StringConstraints(max_length=8 * ID_MAX), AfterValidator(_valid(normalize_id, ID_MAX, "id"))]
 
 
 class _Strict(BaseModel):
@@ -25,6 +160,8 @@ class _Strict(BaseModel):
 
 
 class Product(_Strict):
+    """A product as the catalogue shows it; ids and texts normalised (see the module docstring)."""
+
     product_id: Id
     title: Text
     product_type: Text | None = None  # e.g. "running shoes"; None when the catalogue does not say
@@ -45,6 +182,7 @@ class _Event(_Strict):
 
     @cached_property
     def ts(self) -> float:
+        """event_time as epoch seconds (UTC)."""
         return self.event_time.timestamp()
 
 
@@ -60,6 +198,7 @@ class SearchBuyEvent(_Event):
 
     @cached_property
     def pair_key(self) -> str:
+        """"sb|<normalised query>|<product id>" (search_pair_key)."""
         return search_pair_key(self.query, self.product.product_id)
 
     @cached_property
@@ -86,6 +225,7 @@ class CoPurchaseEvent(_Event):
 
     @cached_property
     def pair_key(self) -> str:
+        """"cp|<lower id>|<higher id>" (co_pair_key): the same for (a, b) and (b, a)."""
         return co_pair_key(self.product_a.product_id, self.product_b.product_id)
 
     @cached_property
@@ -101,17 +241,61 @@ class EventError(ValueError):
     """An event that cannot be accepted; the message says why, field by field."""
 
 
-def normalize_query(q: str) -> str:
-    return " ".join(q.lower().split())
+def escape_key_part(part: str) -> str:
+    """A part of a composite key with `\\` and `|` escaped (`\\\\`, `\\|`); other text unchanged."""
+    if "|" in part or "\\" in part:
+        return part.replace("\\", "\\\\").replace("|", "\\|")
+    return part
+
+
+def join_key(*parts: str) -> str:
+    """A composite key: the parts escaped and joined with `|`. Readable for ordinary ids ("cp|A|B"),
+    unambiguous for any: join_key("a|b", "c") != join_key("a", "b|c"); split_key undoes it."""
+    return "|".join(map(escape_key_part, parts))
+
+
+def split_key(key: str) -> list[str]:
+    """The parts of a key made by join_key. Raises ValueError on a dangling `\\`."""
+    if "\\" not in key:
+        return key.split("|")
+    parts, cur, i = [], [], 0
+    while i < len(key):
+        c = key[i]
+        if c == "\\":
+            if i + 1 == len(key):
+                raise ValueError(f"dangling escape at the end of key {key!r}")
+            cur.append(key[i + 1])
+            i += 2
+            continue
+        if c == "|":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
 
 
 def search_pair_key(query: str, product_id: str) -> str:
-    return f"sb|{normalize_query(query)}|{product_id}"
+    """Key of a (query, product) pair: "sb|<normalised query>|<product id>", parts escaped."""
+    return join_key("sb", normalize_query(query), normalize_id(product_id))
 
 
 def co_pair_key(a: str, b: str) -> str:
-    lo, hi = sorted((a, b))
-    return f"cp|{lo}|{hi}"
+    """Key of an unordered product pair: "cp|<lower id>|<higher id>", parts escaped."""
+    lo, hi = sorted((normalize_id(a), normalize_id(b)))
+    return join_key("cp", lo, hi)
+
+
+def future_error(ev: "_Event", now: float, max_skew_s: float) -> str | None:
+    """Why an event's time cannot be accepted (None when it can): more than `max_skew_s` seconds
+    after `now` (wall clock, epoch seconds). One such event would otherwise move event-time state
+    (dedup expiry, pair TTLs) years ahead."""
+    if ev.ts > now + max_skew_s:
+        return (f"event_time {ev.event_time.isoformat()} is in the future: {ev.ts - now:.0f} s after now "
+                f"(at most {max_skew_s:g} s of clock skew is accepted)")
+    return None
 
 
 def stable_id(*parts: object, n: int = 16) -> str:
@@ -127,14 +311,8 @@ def _explain(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _decode(raw: bytes | str) -> dict:
-    try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise EventError(f"not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise EventError(f"expected a JSON object, got {type(obj).__name__}")
-    return obj
+_JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
 
 
 def _parse(model: type[_Event], raw: bytes | str):
@@ -142,23 +320,32 @@ def _parse(model: type[_Event], raw: bytes | str):
     try:
         return model.model_validate_json(raw)
     except ValidationError as e:
-        if any(err["type"] == "json_invalid" for err in e.errors()):
-            _decode(raw)  # raises the plain "not JSON" message
-        if any(err["type"] == "model_type" and not err["loc"] for err in e.errors()):
-            raise EventError(f"expected a JSON object, got {type(json.loads(raw)).__name__}") from None
+        errors = e.errors(include_url=False)
+        for err in errors:
+            if err["type"] == "json_invalid":
+                why = (err.get("ctx") or {}).get("error") or err["msg"]
+                raise EventError(f"not JSON: {why}") from None
+            if err["type"] == "model_type" and not err["loc"]:
+                got = _JSON_NAMES.get(type(err.get("input")), type(err.get("input")).__name__)
+                raise EventError(f"expected a JSON object, got {got}") from None
         raise EventError(_explain(e)) from None
 
 
 def parse_search_buy(raw: bytes | str) -> SearchBuyEvent:
+    """One search-buy message (JSON bytes or text) as a validated, normalised event.
+
+    Raises EventError (and nothing else) naming every field that is wrong."""
     return _parse(SearchBuyEvent, raw)
 
 
 def parse_co_purchase(raw: bytes | str) -> CoPurchaseEvent:
+    """One co-purchase message (JSON bytes or text) as a validated, normalised event. Raises EventError."""
     return _parse(CoPurchaseEvent, raw)
 
 
 def parse_event(obj: dict) -> SearchBuyEvent | CoPurchaseEvent:
-    """Validate a dict of either kind (used by replay, where the file says which kind it is)."""
+    """Validate a dict of either kind, chosen by its `type` (used by replay, where the file says which
+    kind it is). Raises EventError (and nothing else)."""
     try:
         return _any_event.validate_python(obj)
     except ValidationError as e:

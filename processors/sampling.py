@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, MutableMapping
 
 from processors.config import SamplingConfig
-from processors.events import CoPurchaseEvent, Product, SearchBuyEvent, normalize_query, stable_id
+from processors.events import CoPurchaseEvent, Product, SearchBuyEvent, join_key, normalize_query, stable_id
 from processors.requests import GenerationRequest
 
 State = MutableMapping[str, dict]
@@ -58,7 +58,9 @@ class SeenIds:
     the table holds blocks {"ids": {id: [partition, offset, ts]}} under "partition:first offset:ns",
     so a micro-batch of 1,000 events writes one changelog record instead of 1,000 (and one
     tombstone when it expires instead of 1,000). A block is deleted once its newest id is older
-    than the TTL (event time), so ids live at least the TTL. The id index is read from the table
+    than the TTL (event time), so ids live at least the TTL; "now" for that is the newest event time
+    of the micro-batch but never later than the wall clock (`wall`), so one event dated in the future
+    (the producer's clock, or garbage) cannot expire the ids remembered. The id index is read from the table
     when `stale` (at start, and after every assignment: recovery has refilled the table by the
     time events flow again), from the blocks of the `owned` partitions only (None: all): the
     table also holds standby copies of other workers' partitions, which are theirs to expire.
@@ -67,8 +69,8 @@ class SeenIds:
     (streams.state.TrackedTable; a dict-backed one in tests).
     """
 
-    def __init__(self, table, clock=time.time_ns) -> None:
-        self.table, self.clock = table, clock
+    def __init__(self, table, clock=time.time_ns, wall=time.time) -> None:
+        self.table, self.clock, self.wall = table, clock, wall
         self.index: dict[str, list] = {}
         self.blocks: dict[str, float] = {}  # block key -> its newest event time
         self.order: deque[tuple[float, str]] = deque()  # blocks in arrival order, for expiry
@@ -106,7 +108,11 @@ class SeenIds:
             self.stale = False
 
     def commit(self, now_ts: float, ttl_s: float) -> None:
-        """After a micro-batch: its blocks into the table; blocks older than now - ttl out."""
+        """After a micro-batch: its blocks into the table; blocks older than now - ttl_s out.
+
+        `now_ts`: the newest event time of the batch (epoch seconds); the watermark used is
+        min(now_ts, wall clock), so an event time ahead of the wall clock expires nothing early."""
+        now_ts = min(now_ts, self.wall())
         for pt, (key, ids) in self.pending.items():
             self.table.put(key, {"ids": ids}, pt)
             newest = max(v[TS] for v in ids.values())
@@ -167,7 +173,7 @@ def query_specificity(qstate: dict | None, cfg: SamplingConfig) -> float:
 
 
 def _type_of(p: Product) -> str:
-    return (p.product_type or p.category or "?").lower()
+    return (p.product_type or p.category or "?").casefold()
 
 
 def _count_query_purchase(qstate: dict, ptype: str, cfg: SamplingConfig) -> None:
@@ -255,7 +261,8 @@ def _type_pair_key(partition: int, ta: str, tb: str) -> str:
     lo, hi = sorted((ta, tb))
     # Per-partition statistics (a sample of all pairs): the partition in the key keeps each
     # partition's keys distinct in the table, so recovery never merges two partitions' counts.
-    return f"{partition}|{lo}|{hi}"
+    # Parts escaped: types may contain "|" ("a|b" + "c" is not "a" + "b|c").
+    return join_key(str(partition), lo, hi)
 
 
 def types_related(ev: CoPurchaseEvent, type_pairs: State, partition: int, cfg: SamplingConfig) -> bool:
@@ -263,7 +270,7 @@ def types_related(ev: CoPurchaseEvent, type_pairs: State, partition: int, cfg: S
     ta, tb = _type_of(a), _type_of(b)
     if ta == tb or "?" in (ta, tb):
         return True  # same type, or nothing to check against
-    if a.category and b.category and a.category.lower() == b.category.lower():
+    if a.category and b.category and a.category.casefold() == b.category.casefold():
         return True
     s = type_pairs.get(_type_pair_key(partition, ta, tb))
     return bool(s) and s["n"] >= cfg.min_type_pair_support

@@ -8,14 +8,34 @@ delivery errors are collected and raised by flush().
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError, Producer
 
 from processors.events import CoPurchaseEvent, SearchBuyEvent, to_json
 from processors.requests import GenerationRequest
 from streams.settings import Settings, get_settings
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def owner_partition(key: bytes, partitions: int) -> int:
+    """The partition (0 .. partitions-1) that owns a key: murmur2(key) & 0x7fffffff mod the topic's
+    partition count, as the Java client, librdkafka's `murmur2_random` (our producers) and
+    aiokafka (Faust, streams.state.send_keyed) compute it. Keys repeat (queries, product pairs),
+    so results are cached. Raises ValueError when partitions < 1."""
+    if partitions < 1:
+        raise ValueError(f"a topic has at least one partition, not {partitions}")
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def misrouted(msg_key: bytes | None, msg_partition: int, key: bytes, partitions: int) -> bool:
+    """True when a message must be routed again: it is not keyed by `key` (its pair's owner), or it
+    is but sits on another partition than the key's (a producer with another partitioner, e.g.
+    librdkafka's default consistent_random, CRC32)."""
+    return msg_key != key or msg_partition != owner_partition(key, partitions)
 
 
 class DeliveryError(RuntimeError):
@@ -66,7 +86,8 @@ class EventProducer:
     def send(self, event: SearchBuyEvent | CoPurchaseEvent, topic: str | None = None) -> None:
         if topic is None:
             topic = self.topics.search_buy if isinstance(event, SearchBuyEvent) else self.topics.co_purchase
-        self.send_raw(topic, to_json(event), event.partition_key.encode(), int(event.ts * 1000))
+        ts_ms = int(event.ts * 1000)  # the record's timestamp; before 1970 the broker's own time
+        self.send_raw(topic, to_json(event), event.partition_key.encode(), ts_ms if ts_ms > 0 else None)
 
     def request_knowledge(self, request: GenerationRequest) -> None:
         """A serving cache miss: generation for this pair jumps the queue."""

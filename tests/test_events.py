@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from processors.events import (EventError, co_pair_key, parse_co_purchase, parse_event, parse_search_buy,
-                               search_pair_key)
+from processors.events import (EventError, co_pair_key, future_error, join_key, normalize_query, normalize_text,
+                               parse_co_purchase, parse_event, parse_search_buy, search_pair_key, split_key)
+from processors.features import pair_id, query_id
 
 
 def sb(**kw):
@@ -55,3 +56,88 @@ def test_parse_event_dispatches_on_type():
     assert parse_event({**d, "type": "search_buy"}).type == "search_buy"
     with pytest.raises(EventError):
         parse_event({**d, "type": "click"})
+
+
+# --- normalisation at the contract: one thing typed several ways is one identity ---------------
+
+CAFE = "café espresso maker"
+CAFE_VARIANTS = [
+    "cafe\u0301 espresso maker",               # decomposed accent (NFD)
+    "caf\u200bé espresso maker",               # zero-width space
+    "ｃａｆé ｅｓｐｒｅｓｓｏ ｍａｋｅｒ",        # full-width letters
+    "café es\u00adpresso maker",               # soft hyphen
+    "\ufeffCafé  Espresso\u2060 maker\u200d",  # BOM, word joiner, zero-width joiner, case, spaces
+    "café\u00a0espresso\u3000maker",           # no-break and ideographic spaces
+    "café\nespresso\tmaker\x00",               # control characters and a newline
+]
+
+
+@pytest.mark.parametrize("typed", CAFE_VARIANTS)
+def test_text_typed_another_way_is_the_same_query(typed):
+    ref = parse_search_buy(sb(query=CAFE))
+    ev = parse_search_buy(sb(query=typed))
+    assert ev.partition_key == ref.partition_key == CAFE
+    assert ev.pair_key == ref.pair_key
+    assert normalize_query(typed) == CAFE and query_id(typed) == query_id(CAFE)
+
+
+def test_every_text_field_is_normalised_and_case_is_kept_for_display():
+    ev = parse_search_buy(sb(query="Ｓｈｏｅｓ\u200b for  Women", product={
+        "product_id": "Ｂ０７\u200bXYZ", "title": "Kids &amp;amp; Toddlers\r\nRain Boot", "product_type": "rain\u00adboot",
+        "category": "Shoes\u2028"}))
+    assert ev.query == "Shoes for Women" and ev.partition_key == "shoes for women"
+    assert ev.product.product_id == "B07XYZ" and ev.product.title == "Kids & Toddlers Rain Boot"
+    assert ev.product.product_type == "rainboot" and ev.product.category == "Shoes"
+    assert normalize_query("STRASSE") == normalize_query("Straße")  # casefold, not lower
+
+
+@pytest.mark.parametrize("field, value", [("query", "\u200b\u00ad \ufeff"), ("query", "\n\t"),
+                                          ("event_id", "\u2060"), ("product", {"product_id": "P1", "title": "&#8203;"})])
+def test_text_empty_after_normalisation_is_an_error(field, value):
+    with pytest.raises(EventError, match="empty"):
+        parse_search_buy(sb(**{field: value}))
+
+
+def test_control_characters_in_ids_are_errors():
+    with pytest.raises(EventError, match="control character U\\+000A in an id"):
+        parse_search_buy(sb(product={"product_id": "P\n1", "title": "t"}))
+
+
+def test_normalisation_is_idempotent_on_nasty_examples():
+    for s in ["&amp;amp;lt;", "＆ａｍｐ；", "e\u200d\u0301", "&#xFF21;&#x301;", "ﬁ ﬂ ㎒", "İstanbul"]:
+        once = normalize_text(s)
+        assert normalize_text(once) == once
+        assert normalize_query(normalize_query(s)) == normalize_query(s)
+
+
+# --- composite keys -----------------------------------------------------------------------
+
+
+def test_composite_keys_do_not_collide_and_round_trip():
+    assert co_pair_key("a|b", "c") != co_pair_key("a", "b|c")
+    assert search_pair_key("a|b", "c") != search_pair_key("a", "b|c")
+    assert pair_id("a|b", "c") != pair_id("a", "b|c")
+    assert co_pair_key("x\\", "|y") != co_pair_key("x\\|", "y")
+    for a, b in [("a|b", "c"), ("a", "b|c"), ("x\\", "|y"), ("\\|\\", "||"), ("A", "B")]:
+        assert split_key(co_pair_key(a, b)) == ["cp", *sorted((a, b))]
+        assert split_key(pair_id(a, b)) == sorted((a, b))
+        assert split_key(join_key(a, b, "")) == [a, b, ""]
+    assert split_key(search_pair_key("Gifts | Dad", "P|1")) == ["sb", "gifts | dad", "P|1"]
+
+
+def test_keys_of_ordinary_ids_stay_readable():
+    assert co_pair_key("B", "A") == "cp|A|B" and pair_id("B", "A") == "A|B"
+    assert search_pair_key("Gifts for  Dad", "P1") == "sb|gifts for dad|P1"
+    assert co_pair_key("a|b", "c") == "cp|a\\|b|c"
+
+
+def test_keys_are_built_from_normalised_ids():
+    assert co_pair_key("Ｂ", "A\u200b") == co_pair_key("B", "A") and pair_id("Ｂ", "A\u200b") == "A|B"
+
+
+def test_an_event_far_in_the_future_is_refused_with_the_reason():
+    ev = parse_search_buy(sb(event_time="2099-01-01T00:00:00Z"))
+    now = 1795000000.0  # 2026-11
+    assert "event_time 2099-01-01T00:00:00+00:00 is in the future" in future_error(ev, now, 300)
+    near = parse_search_buy(sb(event_time=now + 299))
+    assert future_error(near, now, 300) is None and future_error(near, now, 0) is not None

@@ -3,6 +3,8 @@ from processors.config import SamplingConfig
 from processors.events import parse_co_purchase, parse_search_buy
 import json
 
+import pytest
+
 CFG = SamplingConfig(min_events=3, min_purchases=1, min_purchase_rate=0.2, min_click_rate=0.3)
 
 
@@ -214,3 +216,70 @@ def test_product_degree_drops_noisy_products():
     assert hop.outcome == "checked" and hop.emits[0].key == "N"
     ok = sampling.product_degree_step({"kind": "check", "remaining": ["Q"], "request": req}, products, cfg)
     assert ok.outcome == "emitted" and ok.emits[0].to == "request" and ok.emits[0].key == "cp|N|Q"
+
+
+# --- event time is bounded by the wall clock ------------------------------------------------
+
+
+def test_one_far_future_event_does_not_expire_remembered_ids():
+    now = 1795000000.0  # the wall clock (2026-11)
+    table = sampling.MemoryTable()
+    seen = sampling.SeenIds(table, clock=_ticks(), wall=lambda: now)
+    seen.begin()
+    seen["a"] = [0, 1, now - 10]
+    seen.commit(now_ts=now - 10, ttl_s=3600)
+    seen.begin()
+    seen["z"] = [0, 2, 4070908800.0]  # 2099, from a producer's broken clock
+    seen.commit(now_ts=4070908800.0, ttl_s=3600)
+    assert seen.get("a") and len(table) == 2  # the watermark is min(event time, wall clock)
+    seen.begin()
+    seen.commit(now_ts=now + 3600, ttl_s=3600)  # when the wall clock really gets there, it expires
+    later = sampling.SeenIds(table, clock=_ticks(), wall=lambda: now + 3600)
+    later.begin()
+    later.commit(now_ts=now + 3600, ttl_s=3600)
+    assert later.get("a") is None and later.get("z")
+
+
+def test_a_duplicate_resent_after_a_far_future_event_is_still_a_duplicate():
+    cfg = SamplingConfig(min_events=2, min_purchases=0, min_purchase_rate=0, min_click_rate=0, event_id_ttl_s=3600)
+    pairs, queries = {}, {}
+    seen = sampling.SeenIds(sampling.MemoryTable(), wall=lambda: 1767225700.0)
+    step = lambda ev, off: sampling.sample_search_buy(ev, 0, off, pairs, queries, seen, cfg)
+    seen.begin()
+    assert step(sb_event(0, query="gifts", pid="A"), 0).outcome == "few_events"
+    seen.commit(1767225600.0, cfg.event_id_ttl_s)
+    seen.begin()
+    step(sb_event(1, query="other", pid="B", t=4070908800 - 1767225600), 1)  # dated 2099 (a skew allowing it)
+    seen.commit(4070908800.0, cfg.event_id_ttl_s)
+    seen.begin()
+    assert step(sb_event(0, query="gifts", pid="A"), 2).outcome == "duplicate_event"  # resent: not counted again
+
+
+def test_product_types_containing_the_separator_do_not_share_statistics():
+    assert sampling._type_pair_key(0, "a|b", "c") != sampling._type_pair_key(0, "a", "b|c")
+    assert sampling._type_pair_key(0, "mug", "tea") == "0|mug|tea"
+
+
+# --- partition ownership (streams.producer: the murmur2 partitioner every client agrees on) ---
+
+
+def test_owner_partition_is_the_murmur2_partition_faust_and_librdkafka_compute():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from streams.producer import owner_partition
+
+    for n in (1, 3, 4, 12):
+        for key in (b"", b"gifts for dad", b"cp|A|B", "café".encode(), bytes(range(256))):
+            assert owner_partition(key, n) == DefaultPartitioner()(key, list(range(n)), list(range(n)))
+    with pytest.raises(ValueError):
+        owner_partition(b"k", 0)
+
+
+def test_a_message_is_routed_again_when_its_key_or_its_partition_is_not_its_owners():
+    from streams.producer import misrouted, owner_partition
+
+    key, n = b"gifts for dad", 4
+    home = owner_partition(key, n)
+    assert not misrouted(key, home, key, n)
+    assert misrouted(None, home, key, n) and misrouted(b"Gifts For Dad", home, key, n)
+    assert misrouted(key, (home + 1) % n, key, n)  # right key, another partitioner (e.g. CRC32)
