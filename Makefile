@@ -29,6 +29,8 @@ venv: $(STAMP)
 
 venv-ml: $(ML_STAMP)
 
+# SmolLM2 as safetensors in this CPU's dtype, and the default critic trained from generators/data/
+# (1-2.5 minutes the first time on 2 cores; cached in ~/.cache/intentflow/models, a second run does nothing)
 models: venv-ml
 	HF_HUB_OFFLINE=1 $(ML)/bin/python -m generators.cli bootstrap
 

@@ -12,8 +12,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from processors.filters import FilterConfig
 
 
+class KafkaSecurity(BaseModel):
+    """TLS and SASL for every Kafka client (librdkafka names); empty: plaintext, as on loopback."""
+    security_protocol: str = Field("", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; empty: the client default (PLAINTEXT)")
+    sasl_mechanism: str = Field("", description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER")
+    sasl_username: str = Field("", description="SASL user")
+    sasl_password: str = Field("", description="SASL password (prefer a .env file with restricted permissions)")
+    ssl_ca_location: str = Field("", description="CA certificate file that signs the brokers' certificates")
+    ssl_certificate_location: str = Field("", description="client certificate (mutual TLS)")
+    ssl_key_location: str = Field("", description="client private key (mutual TLS)")
+
+    def librdkafka(self) -> dict[str, str]:
+        return {k.replace("_", "."): v for k, v in self.model_dump().items() if v}
+
+
+class MLGroups(BaseModel):
+    generate: str = Field("intentflow-generate", description="consumer group of the generation workers (priority batches: <group>.priority)")
+    filter: str = Field("intentflow-filter", description="consumer group of the filter workers")
+
+
 class MLTopics(BaseModel):
     batches: str = "generation.batches"
+    priority_batches: str = Field("generation.batches.priority", description="micro-batches of serving cache misses: generation workers read them first")
     candidates: str = Field("knowledge.candidates", description="parsed candidates with lineage, for the filter stage")
     generation_dlq: str = Field("generation.dlq", description="batches that could not be generated, with the reason")
     edges: str = Field("knowledge.edges", description="admitted knowledge: edge_id, every stage's score, lineage")
@@ -35,6 +55,7 @@ class GenerationConfig(BaseModel):
     seed: int = 0
     max_items: int = Field(5, description="candidates kept per (request, relation)")
     max_words: int = Field(12, description="longer items are dropped as run-on text")
+    max_inflight_requests: int = Field(48, ge=1, description="requests a worker keeps in the engine at once (continuous batching: new micro-batches join while others decode)")
     retries: int = Field(1, description="engine retries of a failing batch before it goes to the DLQ")
 
 
@@ -45,6 +66,8 @@ class MLSettings(BaseSettings):
     session_timeout_s: float = 10.0
     metrics_port: int = Field(0, description="Prometheus /metrics port of an ML worker; 0: off")
     dtype: str = Field("auto", pattern="^(auto|float32|bfloat16)$", description="weights and compute of every model (vLLM, transformers, critic, embedder, fluency LM): auto picks bfloat16 on CPUs with bf16 matrix units (amx_bf16, avx512_bf16 in /proc/cpuinfo) and float32 elsewhere, where bfloat16 runs several times slower (generators/hardware.py)")
+    kafka: KafkaSecurity = KafkaSecurity()
+    groups: MLGroups = MLGroups()
     topics: MLTopics = MLTopics()
     generation: GenerationConfig = GenerationConfig()
     filter: FilterConfig = FilterConfig()

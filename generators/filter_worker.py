@@ -1,12 +1,17 @@
 """The filter worker: knowledge.candidates -> filter stages -> knowledge.edges / knowledge.rejected.
 
 A confluent-kafka batch consumer (its own group) next to the models it needs. It takes micro-batches
-(up to `batch_size` messages or `batch_wait_s`), runs the stages in order on each, publishes admitted
-edges with every stage's score, an `edge_id` and the lineage, and rejected candidates with the stage
-and reason; offsets are committed only after both are acknowledged. The generic stage's running
-statistics are kept in a compacted topic (knowledge.tail_stats) and read back on start, so a
-restarted worker keeps them. Edge ids are hash(head, relation, normalised tail): replays and
-restarts produce the same ids, and the feature writer's writes are idempotent on them.
+(up to `batch_size` messages or `batch_wait_s`), validates each candidate against its contract
+(processors/contracts.Candidate; what fails goes to filter.dlq with the reason), runs the stages
+in order, publishes admitted edges with every stage's score, their `score` (the critic's
+plausibility; null where no scorer ran), an `edge_id` and the lineage, and rejected candidates
+with the stage and reason; offsets are committed only after all of it is acknowledged.
+
+The generic stage's statistics are observations (tail, head, product types), each published once
+to a compacted topic (knowledge.tail_stats, key "tail\\x1fhead"): a worker loads them on start and
+keeps reading what other filter workers add, so workers merge their statistics instead of
+overwriting each other's. Edge ids are hash(head, relation, normalised tail): replays and restarts
+produce the same ids, and the feature writer's writes are idempotent on them.
 """
 
 from __future__ import annotations
@@ -15,18 +20,21 @@ import hashlib
 import json
 import logging
 import signal
+import threading
 import time
 from collections import Counter
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
+from pydantic import ValidationError
 
 from generators import kafka_io
-
 from generators.parsing import normalize
 from infra.kafka_compat import end_offsets
-from processors.filters import FilterPipeline, TailStats, to_item
+from processors.contracts import Candidate
+from processors.dlq import envelope
+from processors.filters import FilterPipeline, TailStats
 
 log = logging.getLogger("intentflow.filter")
 
@@ -39,55 +47,75 @@ def edge_id(head: str, relation: str, tail: str) -> str:
     return hashlib.blake2b(f"{head}\x1f{relation}\x1f{normalize(tail)}".encode(), digest_size=8).hexdigest()
 
 
-class TopicBackedStats(dict):
-    """TailStats' store: a dict loaded from a compacted topic, with changed keys written back."""
+def edge_score(scores: dict, critic_version: str | None) -> tuple[float | None, str | None]:
+    """(score, scorer): the critic's plausibility, else self-evaluation mapped to [0, 1], else
+    (None, None): an edge no scorer judged says so instead of carrying a placeholder."""
+    if scores.get("critic") is not None:
+        return round(float(scores["critic"]), 4), f"critic:{critic_version or 'unknown'}"
+    if scores.get("self_eval") is not None:
+        return round((float(scores["self_eval"]) + 1) / 2, 4), "self_eval"
+    return None, None
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        super().__init__()
-        self.bootstrap, self.topic, self.dirty = bootstrap, topic, set()
-        ends = {p: e for (_, p), e in end_offsets(bootstrap, [topic]).items()}
-        if any(ends.values()):
-            c = Consumer({"bootstrap.servers": bootstrap, "group.id": "intentflow-tail-stats-loader",
-                          "enable.auto.commit": False})
-            c.assign([TopicPartition(topic, p, 0) for p in ends])
-            pos = {p: 0 for p in ends}
-            while any(pos[p] < ends[p] for p in ends):
-                for m in c.consume(1000, 1.0):
-                    if m.error():
-                        continue
+
+class SharedTailStats:
+    """TailStats' observations on a compacted topic: loaded on start, new ones published with the
+    batch's output, other workers' ones merged as they arrive (`refresh`)."""
+
+    def __init__(self, settings, topic: str) -> None:
+        self.settings, self.topic = settings, topic
+        self.outbox: list[tuple[str, str, bytes]] = []
+        self.stats = TailStats(on_new=lambda t, h, k: self.outbox.append(
+            (topic, f"{t}\x1f{h}", json.dumps({"k": k}).encode())))
+        ends = {p: e for (_, p), e in end_offsets(settings.broker, [topic]).items()}
+        self.reader = Consumer(kafka_io.consumer_config(settings, "intentflow-tail-stats-reader",
+                                                        enable_partition_eof=False))
+        self.reader.assign([TopicPartition(topic, p, 0) for p in ends])
+        pos = {p: 0 for p in ends}
+        while any(pos[p] < ends[p] for p in ends):
+            for m in self.reader.consume(1000, 1.0):
+                if not m.error():
                     pos[m.partition()] = m.offset() + 1
-                    key = m.key().decode()
-                    if m.value() is None:
-                        super().pop(key, None)
-                    else:
-                        super().__setitem__(key, json.loads(m.value()))
-            c.close()
-        log.info("loaded %d tail statistics from %s", len(self), topic)
+                    self._apply(m)
+        self.outbox.clear()  # loaded observations are not new
+        log.info("loaded %d tail statistics (%d heads) from %s", len(self.stats.tails), len(self.stats.kinds), topic)
 
-    def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
-        self.dirty.add(key)
+    def _apply(self, m) -> None:
+        if m.value() is None or m.key() is None:
+            return
+        tail, _, head = m.key().decode(errors="replace").partition("\x1f")
+        try:
+            kind = str(json.loads(m.value()).get("k", "?"))
+        except (ValueError, AttributeError):
+            return
+        if head:
+            self.stats.add(tail, head, kind)
 
-    def drain(self) -> list[tuple[str, bytes]]:
-        out = [(k, json.dumps(self[k]).encode()) for k in self.dirty if k in self]
-        self.dirty.clear()
+    def refresh(self) -> None:
+        """Merge what other workers (and this one, idempotently) published since the last call."""
+        for m in self.reader.consume(5000, 0):
+            if not m.error():
+                self._apply(m)
+
+    def drain(self) -> list[tuple[str, str, bytes]]:
+        out, self.outbox = self.outbox, []
         return out
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 class FilterWorker:
-    def __init__(self, pipeline_factory, settings, group: str = "intentflow-filter", batch_size: int = 64,
+    def __init__(self, pipeline_factory, settings, group: str | None = None, batch_size: int = 64,
                  batch_wait_s: float = 0.5, critic_version: str | None = None) -> None:
         self.s = settings
         t = settings.topics
-        self.stats_store = TopicBackedStats(settings.broker, t.tail_stats)
-        self.pipeline: FilterPipeline = pipeline_factory(TailStats(self.stats_store))
+        self.shared = SharedTailStats(settings, t.tail_stats)
+        self.pipeline: FilterPipeline = pipeline_factory(self.shared.stats)
         self.critic_version = critic_version
         self.batch_size, self.batch_wait_s = batch_size, batch_wait_s
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.broker, "group.id": group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "session.timeout.ms": int(settings.session_timeout_s * 1000),
-            "max.poll.interval.ms": 900000})
-        self.producer = kafka_io.producer(settings.broker)
+        self.consumer = Consumer(kafka_io.consumer_config(settings, group or settings.groups.filter,
+                                                          max_poll_interval_ms=900000))
+        self.producer = kafka_io.producer(settings)
         self.stats: Counter = Counter()
         self._stop = False
 
@@ -99,15 +127,16 @@ class FilterWorker:
         cands, records = [], []
         for m in msgs:
             try:
-                c = json.loads(m.value())
-                to_item(c)["tail"]  # noqa: B018 - must have the fields the stages read
-                cands.append(c)
-            except (ValueError, KeyError, TypeError) as e:
-                records.append((t.filter_dlq, str(m.key() or b"", "utf-8", "replace"), json.dumps({
-                    "error": f"undecodable candidate: {e!r}", "source_topic": m.topic(), "partition": m.partition(),
-                    "offset": m.offset(), "value_text": (m.value() or b"").decode(errors="replace")}).encode()))
+                cands.append(Candidate.model_validate_json(m.value() or b"").model_dump(mode="json"))
+            except ValidationError as e:
+                reason = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'candidate'}: {x['msg']}"
+                                   for x in e.errors(include_url=False))
+                records.append((t.filter_dlq, str(m.key() or b"", "utf-8", "replace"), envelope(
+                    source_topic=m.topic(), partition=m.partition(), offset=m.offset(), key=m.key(), value=m.value(),
+                    error=f"invalid candidate: {reason}", kind="invalid_candidate", stage="filter")))
                 self.stats["dead_letter"] += 1
                 VERDICTS.labels("dead_letter").inc()
+        self.shared.refresh()
         t0 = time.perf_counter()
         verdicts = self.pipeline.run(cands) if cands else []
         secs = time.perf_counter() - t0
@@ -115,10 +144,12 @@ class FilterWorker:
         now = time.time()
         for c, v in zip(cands, verdicts):
             lineage = {**(c.get("lineage") or {}), "filtered_at": now, "critic_version": self.critic_version}
-            out = {**c, "scores": {k: round(x, 4) for k, x in v.scores.items()}, "lineage": lineage}
+            scores = {k: round(x, 4) for k, x in v.scores.items()}
+            out = {**c, "scores": scores, "lineage": lineage}
             if v.kept:
                 head = c.get("head") or c.get("pair_key") or ""
                 out["edge_id"] = edge_id(head, c["relation"], c["tail"])
+                out["score"], out["scorer"] = edge_score(scores, self.critic_version)
                 records.append((t.edges, out["edge_id"], json.dumps(out).encode()))
                 self.stats["kept"] += 1
                 VERDICTS.labels("kept").inc()
@@ -127,13 +158,14 @@ class FilterWorker:
                 records.append((t.rejected, c.get("pair_key") or "", json.dumps(out).encode()))
                 self.stats[f"rejected_{v.stage}"] += 1
                 VERDICTS.labels(v.stage).inc()
-        records += [(t.tail_stats, k, v) for k, v in self.stats_store.drain()]
+        records += self.shared.drain()
         kafka_io.deliver(self.producer, records)
         self.stats["candidates"] += len(cands)
         log.info("filtered %d candidates in %.2fs", len(cands), secs)
 
     def run(self, max_candidates: int | None = None, idle_exit_s: float | None = None) -> Counter:
-        signal.signal(signal.SIGTERM, self.stop)
+        if threading.current_thread() is threading.main_thread():  # SIGTERM stops after the current batch
+            signal.signal(signal.SIGTERM, self.stop)
         self.consumer.subscribe([self.s.topics.candidates], on_assign=kafka_io.log_assignment)
         idle_since = time.monotonic()
         try:
@@ -155,5 +187,6 @@ class FilterWorker:
                     break
         finally:
             self.consumer.close()
+            self.shared.close()
             self.producer.close()  # everything was flushed per batch; this stops its broker connections
         return self.stats

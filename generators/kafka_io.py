@@ -1,4 +1,5 @@
-"""Kafka plumbing the ML workers share."""
+"""Kafka plumbing the ML workers share: client configuration built in one place (with the
+security options from settings), delivery that waits for the broker, assignment logging."""
 
 from __future__ import annotations
 
@@ -7,9 +8,25 @@ import logging
 from confluent_kafka import Producer
 
 
-def producer(bootstrap: str) -> Producer:
+def client_config(s) -> dict:
+    """bootstrap.servers plus TLS/SASL options from settings (INTENTFLOW_KAFKA__*), for any client."""
+    conf = {"bootstrap.servers": s.broker}
+    conf.update(s.kafka.librdkafka())
+    return conf
+
+
+def consumer_config(s, group: str, **kw) -> dict:
+    """A manual-commit consumer of `group` that starts at the earliest offset when it has none.
+    Keyword arguments are librdkafka options with dots as underscores (max_poll_interval_ms=...)."""
+    conf = {**client_config(s), "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "session.timeout.ms": int(s.session_timeout_s * 1000)}
+    conf.update({k.replace("_", "."): v for k, v in kw.items()})
+    return conf
+
+
+def producer(s) -> Producer:
     """Idempotent, acks=all, murmur2 keys (the partitions every other client picks)."""
-    return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+    return Producer({**client_config(s), "enable.idempotence": True, "acks": "all", "linger.ms": 5,
                      "partitioner": "murmur2_random"})
 
 
@@ -37,4 +54,3 @@ def log_assignment(consumer, partitions) -> None:
     """on_assign callback: says which partitions a worker got (operators and the demo read it)."""
     logging.getLogger("intentflow.kafka").info(
         "assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "no partitions")
-

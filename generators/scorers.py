@@ -1,8 +1,10 @@
 """Batched scorers for the model-based filter stages (processors/filters.py takes them as functions).
 
 - Embedder: all-MiniLM-L6-v2 sentence embeddings (bundled), cosine of a tail to its context.
-- Critic: a MiniLM cross-encoder over (context, candidate) fine-tuned on labels (generators/critic.py);
-  its sigmoid is the plausibility.
+- Critics (generators/critic.py trains them; `load_critic(dir)` loads the kind critic.json names):
+  LogRegCritic, a logistic-regression head over frozen MiniLM embeddings of (context, statement),
+  the default; Critic, a MiniLM cross-encoder over the pair fine-tuned on labels. The sigmoid of
+  either's logit is the plausibility.
 - Self-evaluation: E-CARE's P(YES) - P(NO) from a generation engine's log-probs.
 """
 
@@ -92,8 +94,88 @@ class Embedder:
         return [float(x) for x in (a * b).sum(axis=1)]
 
 
+FEATURES = ["a*b", "|a-b|", "b", "cos"]  # a = emb(context), b = emb(statement), both unit length
+
+
+def pair_features(a, b):
+    """The logistic-regression critic's features of (context, statement) embeddings, one row per pair."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype="float32"), np.asarray(b, dtype="float32")
+    return np.hstack([a * b, np.abs(a - b), b, (a * b).sum(axis=1, keepdims=True)])
+
+
+def critic_kind(model_dir: str | Path) -> str:
+    """The kind a critic folder's critic.json names (folders from before kinds: cross-encoder)."""
+    return json.loads((Path(model_dir) / "critic.json").read_text()).get("kind", "cross-encoder")
+
+
+def load_critic(model_dir: str | Path | None, dtype: str = "auto", embedder: "Embedder | None" = None):
+    """The critic in a folder, of the kind its critic.json names; None for no folder. `embedder`
+    (the paraphrase stage's, or anything with `encode_unique(texts) -> unit vectors`) lets the
+    logistic-regression critic share its model and cache."""
+    if model_dir is None:
+        return None
+    if critic_kind(model_dir) == "logreg":
+        return LogRegCritic(str(model_dir), dtype=dtype, embedder=embedder)
+    return Critic(str(model_dir), dtype=dtype)
+
+
+class LogRegCritic:
+    """A logistic-regression head (head.npz: weights over FEATURES, bias) over frozen MiniLM
+    sentence embeddings of the context and the statement."""
+
+    kind = "logreg"
+
+    def __init__(self, model_dir: str, dtype: str = "auto", embedder: Embedder | None = None) -> None:
+        import logging
+
+        import numpy as np
+
+        from generators.hardware import choose_dtype
+
+        self.dir = Path(model_dir)
+        meta = json.loads((self.dir / "critic.json").read_text())
+        if meta.get("features") != FEATURES:
+            raise ValueError(f"{model_dir}: features {meta.get('features')} are not this code's {FEATURES}: retrain it")
+        if meta.get("dtype") and meta["dtype"] != choose_dtype(dtype):
+            logging.getLogger(__name__).warning("critic %s was trained on %s embeddings, running in %s", model_dir,
+                                                meta["dtype"], choose_dtype(dtype))
+        head = np.load(self.dir / "head.npz", allow_pickle=False)
+        self.weights, self.bias = head["weights"].astype("float32"), float(head["bias"][0])
+        self.version = meta["version"]
+        self.embed = (embedder or Embedder(dtype=dtype)).encode_unique
+
+    @classmethod
+    def from_parts(cls, weights, bias: float, version: str, embed) -> "LogRegCritic":
+        """A critic from parameters in memory; `embed(texts) -> unit vectors`."""
+        self = cls.__new__(cls)
+        self.dir, self.weights, self.bias, self.version, self.embed = None, weights, float(bias), version, embed
+        return self
+
+    def logits(self, contexts: list[str], texts: list[str]) -> list[float]:
+        if not texts:
+            return []
+        x = pair_features(self.embed(contexts), self.embed(texts)) @ self.weights + self.bias
+        return [float(v) for v in x]
+
+    def plausibility(self, items: list[dict]) -> list[float]:
+        import numpy as np
+
+        x = np.asarray(self.logits([context_text(i) for i in items], [statement(i) for i in items]), dtype="float64")
+        return [float(v) for v in 1 / (1 + np.exp(-x))]
+
+
 class Critic:
-    """A trained cross-encoder folder (with critic.json naming its version)."""
+    """A trained cross-encoder folder (with critic.json naming its version). `Critic(dir)` on a
+    folder of another kind gives that kind's critic (load_critic)."""
+
+    kind = "cross-encoder"
+
+    def __new__(cls, model_dir: str, *args, **kwargs):
+        if cls is Critic and critic_kind(model_dir) != "cross-encoder":
+            return load_critic(model_dir, dtype=kwargs.get("dtype", "auto"))
+        return super().__new__(cls)
 
     def __init__(self, model_dir: str, batch_size: int = 64, max_length: int = 160, dtype: str = "auto") -> None:
         import torch

@@ -1,4 +1,8 @@
-"""Dead letters: the original bytes of a message that could not be processed, and why."""
+"""Dead letters: the original bytes of a message that could not be processed, and why.
+
+One envelope for every stage on both sides (the stream worker, replay, the generation and filter
+workers): the reason, its kind, the stage, where the message came from, and the original key and
+value (base64, and as text when it is UTF-8), so `intentflow dlq` tools can re-drive it."""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import json
 import time
 
 
-def envelope(*, source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-             error: str, kind: str, stage: str) -> bytes:
+def envelope(*, source_topic: str | None, partition: int | None, offset: int | None, key: bytes | None,
+             value: bytes | None, error: str, kind: str, stage: str, **extra: object) -> bytes:
     """JSON with the reason and the original key/value (base64, and as text when it is UTF-8)."""
     def text(b: bytes | None) -> str | None:
         if b is None:
@@ -29,8 +33,26 @@ def envelope(*, source_topic: str, partition: int, offset: int, key: bytes | Non
         "key_b64": base64.b64encode(key).decode() if key is not None else None,
         "value_b64": base64.b64encode(value).decode() if value is not None else None,
         "value_text": text(value),
+        **extra,
     }).encode()
 
 
-def original_value(env: dict) -> bytes | None:
-    return base64.b64decode(env["value_b64"]) if env.get("value_b64") is not None else None
+class NotRedrivable(ValueError):
+    """A dead letter that cannot be sent back: no source topic or no original value."""
+
+
+def redrive(env: dict, now: float | None = None) -> tuple[str, bytes | None, bytes]:
+    """(topic, key, value) that sends a dead letter back where it failed. A generation request
+    dead-lettered alone (its envelope names `request_id`) goes back wrapped in a micro-batch of
+    one, as the generation worker reads batches. Raises NotRedrivable."""
+    topic, value = env.get("source_topic"), env.get("value_b64")
+    if not topic or value is None:
+        raise NotRedrivable(f"dead letter without {'source_topic' if not topic else 'original value'}")
+    key = base64.b64decode(env["key_b64"]) if env.get("key_b64") else None
+    raw = base64.b64decode(value)
+    if env.get("stage") == "generate" and env.get("request_id"):
+        request = json.loads(raw)
+        batch_id = f"redrive-{env['request_id']}-{int((now or time.time()) * 1000)}"
+        raw = json.dumps({"batch_id": batch_id, "created_at": now or time.time(), "requests": [request]}).encode()
+        key = batch_id.encode()
+    return topic, key, raw

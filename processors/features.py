@@ -11,11 +11,12 @@ subcategory, and lineage. Rows are deterministic functions of the state, apart f
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Iterable
 
 from pydantic import BaseModel, Field
 
-from processors.events import normalize_query
+from processors.events import join_key, normalize_id, normalize_query
 
 QUERY, PRODUCT, PAIR = "query", "product", "pair"
 SUBCATEGORY_ISA = ("isA", "is_a")
@@ -42,29 +43,40 @@ class FeatureConfig(BaseModel):
 
 
 def query_id(text: str) -> str:
-    """The query entity's join key: a hash of the normalised text (stable across processes)."""
+    """The query entity's join key: 16 hex digits of a hash of the key form of the text
+    (events.normalize_query: NFKC, invisible characters removed, case-folded), so every way of
+    typing one query reads the same row. Stable across processes. Raises ValueError on text that
+    is not Unicode (a lone surrogate)."""
     return hashlib.blake2b(normalize_query(text).encode(), digest_size=8).hexdigest()
 
 
 def pair_id(a: str, b: str) -> str:
-    lo, hi = sorted((a, b))
-    return f"{lo}|{hi}"
+    """The product_pair entity's join key: the two normalised product ids sorted, "lo|hi", with `\\`
+    and `|` inside an id escaped as `\\\\` and `\\|` (events.join_key), so ("a|b", "c") and
+    ("a", "b|c") are two pairs. Order-free. Raises ValueError on an id with a control character."""
+    lo, hi = sorted((normalize_id(a), normalize_id(b)))
+    return join_key(lo, hi)
 
 
-def edge_score(scores: dict) -> float:
-    """The edge's confidence: the critic's plausibility, else self-evaluation mapped to [0, 1]."""
+def edge_score(edge: dict) -> float | None:
+    """The edge's confidence in [0, 1]: its `score` (the critic's plausibility, set by the filter
+    worker), else the critic's or self-evaluation's stage score, else None: no scorer judged it,
+    and the features say so (a NaN score, read back as null) instead of showing a placeholder."""
+    if edge.get("score") is not None:
+        return float(edge["score"])
+    scores = edge.get("scores") or {}
     if scores.get("critic") is not None:
         return float(scores["critic"])
     if scores.get("self_eval") is not None:
         return (float(scores["self_eval"]) + 1) / 2
-    return 0.5
+    return None
 
 
 def contributions(edge: dict) -> list[tuple[str, dict]]:
     """(entity key, contribution) for every entity the edge informs. Raises KeyError/TypeError on bad edges."""
     lin = edge.get("lineage") or {}
     c = {"id": edge["edge_id"], "rel": edge["relation"], "tail": edge["tail"],
-         "score": round(edge_score(edge.get("scores") or {}), 4),
+         "score": None if (sc := edge_score(edge)) is None else round(sc, 4),
          "ts": float(lin.get("event_time") or 0.0), "at": float(lin.get("filtered_at") or lin.get("generated_at") or 0.0),
          "model": lin.get("model") or "", "prompt": lin.get("prompt_version") or "",
          "critic": lin.get("critic_version") or ""}
@@ -109,8 +121,9 @@ def _ranked(state: dict, half_life_s: float) -> list[dict]:
              for k, v in state["edges"].items()]
     ref = max((e["ts"] for e in edges), default=0.0)
     for e in edges:
-        e["weight"] = round(e["score"] * 0.5 ** (max(0.0, ref - e["ts"]) / half_life_s), 6)
-    return sorted(edges, key=lambda e: (-e["weight"], e["id"]))
+        # unscored edges (no critic ran) rank after every scored one and show NaN (null when read)
+        e["weight"] = math.nan if e["score"] is None else round(e["score"] * 0.5 ** (max(0.0, ref - e["ts"]) / half_life_s), 6)
+    return sorted(edges, key=lambda e: (e["score"] is None, -(0.0 if e["score"] is None else e["weight"]), e["id"]))
 
 
 def rows(key: str, state: dict, cfg: FeatureConfig) -> list[tuple[str, dict]]:

@@ -1,64 +1,137 @@
 """Knowledge filtering: stages run cheapest first; every rejection says which stage and why.
 
-Rule stages are pure functions here. Stages that need a model (fluency under a small LM,
-paraphrase similarity, the critic, self-evaluation) receive batched scoring functions from the ML
-side (generators/scorers.py), so this module stays importable and testable without torch.
+COSMO kept 35% of search-buy and 9% of co-purchase explanations: precision over recall. The
+stages, in order, each with what it exists for:
 
-A candidate is a dict with `behavior` ("search_buy" | "co_purchase"), `relation`, `tail` and the
-context that applies: `query`, `product_title`, `product_type` (search-buy) or `product_a_title`,
-`product_b_title` (co-purchase). `to_item` also accepts the generation worker's candidates.
+1. safety: contact details (URL, e-mail, phone) or instruction-like text, also copied from the
+   input (processors/safety.py);
+2. fluency: no words in any script, run-on or repeated text, keyboard noise, and the item's own
+   mean token log-prob under the generator (per item, from the tokens of that list item) or, for
+   candidates without one, under the small LM;
+3. restatement: the candidate says what the input already says: near-equal to the query, a type or
+   a title, or all its content words contained in one product's title and type (a title fragment,
+   the own type with an article, the other product of a co-purchase). A part of the query that
+   the product's own text does not say ("pregnant women" for "shoes for pregnant women" and a work
+   shoe) is the query's intent and is kept;
+4. echo: a few-shot answer of the prompt given for another context (the model copied the example);
+5. generic: tails that say nothing about this product (every content word is one of
+   GENERIC_WORDS: "because they like them", "everyday use"), and tails seen with many heads whose
+   product types spread like the types of all heads (running statistics, merged across workers);
+6. paraphrase: MiniLM cosine of the tail to its context;
+7. critic: plausibility from a trained critic (on by default);
+8. self-evaluation: E-CARE's P(YES) - P(NO) from the engine (optional).
+
+Rule stages are pure functions here. Stages that need a model receive batched scoring functions
+from the ML side (generators/scorers.py), so this module stays importable and testable without torch.
+
+A candidate ("item") is a dict with `behavior` ("search_buy" | "co_purchase"), `relation`, `tail`
+and the context that applies: `query`, `product_title`, `product_type` (search-buy) or
+`product_a_title`, `product_b_title`, `product_a_type`, `product_b_type` (co-purchase).
+`to_item` also accepts the generation worker's candidates.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
+from functools import lru_cache
 from typing import Callable, MutableMapping, Sequence
 
 from pydantic import BaseModel, Field
 
+from processors.safety import candidate_reasons
+
 Scorer = Callable[[list[dict]], list[float]]  # batched: items in, one score per item out
 
-_WORD = re.compile(r"[a-z0-9']+")
+_WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")  # a word of any script ("kid's", "t-shirt", "беременных")
 _STOP = frozenset("a an the of for to and or with in on at by is are be it its their they them this that as from "
                   "who which can used use using".split())
+# Words that say nothing about a product: a tail made only of these is vacuous ("because they like
+# them", "people who need it", "everyday use", "for the same reason"). COSMO's generic statements.
+GENERIC_WORDS = frozenset("""
+    because like likes liked love loves want wants wanted need needs needed buy buys bought buying purchase purchased
+    purchasing customer customers buyer buyers shopper shoppers people person persons someone somebody anyone anybody
+    everyone everybody user users consumer consumers product products item items thing things stuff something
+    same reason reasons purpose purposes general generally everyday daily many much lot lots good great nice best
+    better quality useful helpful convenient easy various different other others one ones all any some also just very
+    really more most well both together each same own get gets getting make makes made do does did go goes have has
+    had will would could should may might must he she him her his hers we us our you your i me my mine when where
+    why how what there here so too not no yes into out up down over about time times way ways kind kinds type types
+    personal individual home house life living well-being wellbeing
+""".split())
 ISA = {"isA", "is_a"}
 
 
 class FilterConfig(BaseModel):
-    min_mean_logprob: float = Field(-8.0, description="fluency: mean token log-prob under the small LM below this is garbage (SmolLM2: word salad scores about -8.6, odd but fluent phrases -4 to -8)")
+    min_mean_logprob: float = Field(-4.5, description="fluency: a tail's own mean token log-prob under the generator below this is garbage (SmolLM2, per item; measured in docs/BENCHMARKS.md)")
+    min_lm_logprob: float = Field(-8.0, description="fluency for candidates without generation log-probs (hand-written, `intentflow filter`): the tail's mean token log-prob after its relation's wording under SmolLM2 below this is garbage (word salad about -8.6, odd but fluent phrases -4 to -8)")
     max_words: int = Field(10, description="fluency: longer tails are run-on text")
     max_repeat_ratio: float = Field(0.5, description="fluency: share of repeated words above which text is malformed")
     restatement_similarity: float = Field(0.85, description="restatement: character similarity to query/type/title at or above this")
     restatement_overlap: float = Field(0.8, description="restatement: Jaccard overlap of content words with the query or product type at or above this")
-    generic_min_heads: int = Field(20, description="generic: a tail seen with at least this many distinct heads ...")
-    generic_min_entropy: float = Field(0.75, description="... whose product categories/types spread this evenly (0-1) is generic")
+    generic_min_heads: int = Field(8, ge=2, description="generic: a tail seen with at least this many distinct heads (normalised query and product, or product pair) ...")
+    generic_min_types: int = Field(4, ge=2, description="... of at least this many product types ...")
+    generic_min_spread: float = Field(0.6, ge=0, le=1, description="... whose types spread like those of all heads (1 - Jensen-Shannon divergence, base 2, between the two distributions) at or above this is generic")
     paraphrase_similarity: float = Field(0.9, description="paraphrase: cosine(tail, context) at or above this")
-    critic: str | None = Field(None, description="critic model folder (`intentflow critic train`); unset: the critic stage is skipped")
+    critic: str | None = Field("default", description="the critic stage: 'default' = the critic `make models` (bootstrap) trains and caches beside the models (workers fail at start if it is missing); 'off' (or 'none') skips the stage; else a critic folder (`intentflow critic train`)")
     min_plausibility: float = Field(0.5, description="critic: plausibility below this is rejected")
     min_self_eval: float = Field(0.0, description="self-evaluation: P(YES) - P(NO) below this is rejected (when enabled)")
     self_eval_by_relation: dict[str, float] = Field(default_factory=dict, description="calibrated per-relation thresholds")
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    """Words of any script, case-folded, NFKC (so full-width letters and ligatures count)."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text or "").casefold())
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def _stem(w: str) -> str:
+    if not w.isascii():
+        return w
+    s = _stemmer().stemWord(w.replace("'", ""))
+    return {"women": "woman", "men": "man", "children": "child", "feet": "foot", "teeth": "tooth",
+            "mice": "mous", "people": "person"}.get(s, s)
 
 
 def content(text: str) -> set[str]:
-    return {w for w in words(text) if w not in _STOP}
+    """Content words, stemmed (English) so "shoes" meets "shoe"; other scripts as they are.
+    Hyphenated words count as their parts ("slip-resistant" is "slip" and "resistant")."""
+    return {_stem(p) for w in words(text) for p in w.split("-") if p and p not in _STOP}
+
+
+_GENERIC_STEMS = frozenset(_stem(w) for w in GENERIC_WORDS)
 
 
 def to_item(c: dict) -> dict:
-    """The `intentflow filter` input shape, from either that shape or a generation candidate."""
+    """The `intentflow filter` input shape, from either that shape or a generation candidate.
+    Product types are derived from titles where the catalogue gives none (processors.product_type)."""
     if "product_title" in c or "product_a_title" in c or "lineage" not in c:
-        return dict(c)
-    p, a, b = c.get("product") or {}, c.get("product_a") or {}, c.get("product_b") or {}
-    return {"behavior": c["behavior"], "query": c.get("query"), "product_title": p.get("title"),
-            "product_type": p.get("product_type"), "product_a_title": a.get("title"), "product_b_title": b.get("title"),
-            "relation": c["relation"], "tail": c["tail"], "mean_logprob": (c.get("lineage") or {}).get("mean_logprob"),
-            "head": c.get("head"), "category": p.get("category") or a.get("category")}
+        item = dict(c)
+    else:
+        p, a, b = c.get("product") or {}, c.get("product_a") or {}, c.get("product_b") or {}
+        item = {"behavior": c["behavior"], "query": c.get("query"), "product_title": p.get("title"),
+                "product_type": p.get("product_type"), "product_a_title": a.get("title"), "product_b_title": b.get("title"),
+                "product_a_type": a.get("product_type"), "product_b_type": b.get("product_type"),
+                "relation": c["relation"], "tail": c["tail"], "mean_logprob": (c.get("lineage") or {}).get("mean_logprob"),
+                "head": c.get("head"), "category": p.get("category") or a.get("category"),
+                "category_b": b.get("category")}
+    from processors.product_type import guess_type
+
+    for title, kind in (("product_title", "product_type"), ("product_a_title", "product_a_type"),
+                        ("product_b_title", "product_b_type")):
+        if item.get(title) and not item.get(kind):
+            item[kind] = guess_type(item[title])
+    return item
 
 
 def context_text(item: dict) -> str:
@@ -68,28 +141,70 @@ def context_text(item: dict) -> str:
 
 
 def head_of(item: dict) -> str:
-    if item.get("head"):
-        return str(item["head"])
+    """The normalised head the generic statistics count: the (query, product) or the product pair."""
+    def norm(s: object) -> str:
+        return " ".join(words(str(s or "")))
+
     if item["behavior"] == "search_buy":
-        return f'q:{item.get("query")}|{item.get("product_title")}'
-    return f'p:{item.get("product_a_title")}|{item.get("product_b_title")}'
+        return f'q:{norm(item.get("query"))}|{norm(item.get("product_title"))}'
+    a, b = sorted((norm(item.get("product_a_title")), norm(item.get("product_b_title"))))
+    return f"p:{a}|{b}"
+
+
+def kind_of(item: dict) -> str:
+    """The product type(s) a head is about: one type for search-buy, both (sorted) for co-purchase."""
+    if item["behavior"] == "search_buy":
+        return (item.get("product_type") or item.get("category") or "?").casefold()
+    return "+".join(sorted([(item.get("product_a_type") or "?").casefold(),
+                            (item.get("product_b_type") or "?").casefold()]))
 
 
 # --- rule stages: (item) -> (score, reason or None) -------------------------------------------
 
 
+def safety(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
+    inputs = [item.get(k) for k in ("query", "product_title", "product_a_title", "product_b_title", "product_type")]
+    why = candidate_reasons(item["tail"], inputs)
+    return (0.0, why[0]) if why else (1.0, None)
+
+
+_KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm", "1234567890")
+_VOWELS = set("aeiouy")
+
+
+def keyboard_noise(w: str) -> bool:
+    """A Latin-script word typed, not written: a run of 4+ keys along a keyboard row ("asdf",
+    "qwerty", "jkl;") or 5+ letters without a vowel ("xzqwr")."""
+    if not w.isascii() or not w.isalpha():
+        return False
+    if len(w) >= 5 and not (_VOWELS & set(w)):
+        return True
+    for row in _KEYBOARD_ROWS:
+        for i in range(len(w) - 3):
+            if w[i : i + 4] in row or w[i : i + 4][::-1] in row:
+                return True
+    return False
+
+
 def fluency_rules(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
     w = words(item["tail"])
-    if not w:
+    if not w or not any(ch.isalpha() for ch in "".join(w)):
         return 0.0, "no words"
-    if len(w) > cfg.max_words:
-        return 0.0, f"run-on text ({len(w)} words > {cfg.max_words})"
+    from generators.parsing import word_count
+
+    n = word_count(item["tail"])
+    if n > cfg.max_words:
+        return 0.0, f"run-on text ({n} words > {cfg.max_words})"
     repeat = 1 - len(set(w)) / len(w)
     if repeat > cfg.max_repeat_ratio:
         return 0.0, f"malformed: {repeat:.0%} repeated words"
+    noise = [x for x in w if keyboard_noise(x)]
+    if noise and len(noise) * 2 >= len(w):
+        return 0.0, f"keyboard noise ({', '.join(noise[:3])})"
     lp = item.get("mean_logprob")
-    if lp is not None and lp < cfg.min_mean_logprob:
-        return lp, f"not fluent: mean token log-prob {lp:.2f} < {cfg.min_mean_logprob}"
+    floor = cfg.min_lm_logprob if item.get("logprob_source") == "lm" else cfg.min_mean_logprob
+    if lp is not None and lp < floor:
+        return lp, f"not fluent: mean token log-prob {lp:.2f} < {floor}"
     return (lp if lp is not None else 0.0), None
 
 
@@ -99,7 +214,8 @@ def _similar(a: str, b: str) -> float:
 
 def restatement(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
     tail = item["tail"]
-    refs = {k: item.get(k) for k in ("query", "product_type", "product_title", "product_a_title", "product_b_title")}
+    refs = {k: item.get(k) for k in ("query", "product_type", "product_title", "product_a_title", "product_b_title",
+                                     "product_a_type", "product_b_type")}
     best, best_ref = 0.0, None
     for k, ref in refs.items():
         if ref:
@@ -109,48 +225,114 @@ def restatement(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
     if best >= cfg.restatement_similarity:
         return best, f"restates the {best_ref} (similarity {best:.2f})"
     tc = content(tail)
-    if tc:
-        # the same content words in another order ("pregnant women shoes"); a part of the query
-        # ("pregnant women" for "shoes for pregnant women") is its intent, and is kept
-        for k in ("query", "product_type"):
-            rc = content(refs.get(k) or "")
-            if rc and len(tc & rc) / len(tc | rc) >= cfg.restatement_overlap:
-                return best, f"restates the {k} (shares {len(tc & rc)} of {len(tc | rc)} content words)"
-    if item["relation"] in ISA and item.get("product_type") and content(item["product_type"]) & tc == tc and tc:
-        return best, "trivial: the product is a type of its own type"
+    if not tc:
+        return best, None  # nothing to compare; the generic stage judges empty tails
+    # all of its content words said by one product's own text: a title fragment ("skechers work
+    # shoes"), its type with an article ("an air fryer"), the other product ("sleeping bag")
+    products = {"product": ("product_title", "product_type"), "product_a": ("product_a_title", "product_a_type"),
+                "product_b": ("product_b_title", "product_b_type")}
+    for name, keys in products.items():
+        said = set().union(*(content(refs.get(k) or "") for k in keys))
+        if said and tc <= said:
+            return best, f"restates the {name} (its title and type say {', '.join(sorted(tc))})"
+    # the query: its words in another order, or a part of it naming the product's type ("work
+    # shoes" of "work shoes for nurses"); a part of it about someone or something else is the
+    # intent behind the query ("pregnant women" of "shoes for pregnant women"), and is kept
+    q = content(refs.get("query") or "")
+    if q:
+        if len(tc & q) / len(tc | q) >= cfg.restatement_overlap:
+            return best, f"restates the query (shares {len(tc & q)} of {len(tc | q)} content words)"
+        if tc <= q and tc & content(refs.get("product_type") or ""):
+            return best, "restates the query (its words, naming the product's type)"
+    if item["relation"] in ISA:
+        for k in ("product_type", "product_a_type", "product_b_type"):
+            if refs.get(k) and tc <= content(refs[k]):
+                return best, "trivial: the product is a type of its own type"
     return best, None
 
 
-@dataclass
-class TailStats:
-    """Running statistics per normalised tail: distinct heads and the categories they fall in.
+def vacuous(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
+    tc = content(item["tail"])
+    if tc and tc <= _GENERIC_STEMS:
+        return 1.0, "generic: says nothing about the product (" + ", ".join(sorted(tc)) + ")"
+    return 0.0, None
 
-    The mapping is the persisted state (a dict in tests; a durable store in the worker).
+
+def fewshot_echo(item: dict, answers: dict[str, set[str]]) -> tuple[float, str | None]:
+    """Reject a tail equal to a few-shot answer unless the item's context is that example's."""
+    from generators.parsing import normalize
+
+    ctx = answers.get(normalize(item["tail"]))
+    if ctx is None:
+        return 0.0, None
+    if normalize(context_text(item)) in ctx:
+        return 0.0, None
+    return 1.0, "echoes a few-shot example's answer given for another product"
+
+
+class TailStats:
+    """Running statistics per normalised tail: the distinct heads it was generated for and their
+    product types, against the types of all heads seen.
+
+    Observations are (tail, head, kind) triples; adding one is idempotent, so workers that share
+    them (the filter worker publishes each new one to a compacted topic and reads the others')
+    merge instead of overwriting. `on_new(tail, head, kind)` is called for each new observation.
+    `store` (optional) is an initial mapping "tail\\x1fhead" -> {"k": kind}, e.g. loaded from the topic.
     """
 
-    store: MutableMapping[str, dict]
-    max_heads: int = 200
+    def __init__(self, store: MutableMapping[str, dict] | None = None, on_new=None, max_heads: int = 200) -> None:
+        self.tails: dict[str, dict[str, str]] = {}
+        self.kinds: dict[str, str] = {}  # head -> kind, over every tail
+        self.type_counts: dict[str, int] = {}
+        self.on_new, self.max_heads = on_new, max_heads
+        for key, v in (store or {}).items():
+            tail, _, head = key.partition("\x1f")
+            if head and isinstance(v, dict):
+                self.add(tail, head, str(v.get("k", "?")))
+
+    def add(self, tail: str, head: str, kind: str) -> bool:
+        heads = self.tails.setdefault(tail, {})
+        if head in heads or len(heads) >= self.max_heads:
+            return False
+        heads[head] = kind
+        if head not in self.kinds:
+            self.kinds[head] = kind
+            self.type_counts[kind] = self.type_counts.get(kind, 0) + 1
+        return True
+
+    @staticmethod
+    def key(item: dict) -> str:
+        return " ".join(words(item["tail"]))
 
     def observe(self, item: dict) -> None:
-        key = " ".join(words(item["tail"]))
-        st = self.store.get(key) or {"heads": [], "cats": {}}
-        head = head_of(item)
-        if head not in st["heads"] and len(st["heads"]) < self.max_heads:
-            st["heads"].append(head)
-            cat = (item.get("category") or item.get("product_type") or "?").lower()
-            st["cats"][cat] = st["cats"].get(cat, 0) + 1
-        self.store[key] = st
+        tail, head, kind = self.key(item), head_of(item), kind_of(item)
+        if self.add(tail, head, kind) and self.on_new:
+            self.on_new(tail, head, kind)
+
+    def spread(self, tail: str) -> tuple[int, int, float]:
+        """(heads, types, 1 - JSD between the tail's type distribution and that of all heads)."""
+        heads = self.tails.get(tail) or {}
+        if not heads or not self.type_counts:
+            return 0, 0, 0.0
+        mine: dict[str, int] = {}
+        for k in heads.values():
+            mine[k] = mine.get(k, 0) + 1
+        n, total = len(heads), sum(self.type_counts.values())
+        jsd = 0.0
+        for k in set(mine) | set(self.type_counts):
+            p, q = mine.get(k, 0) / n, self.type_counts.get(k, 0) / total
+            m = (p + q) / 2
+            if p:
+                jsd += 0.5 * p * math.log2(p / m)
+            if q:
+                jsd += 0.5 * q * math.log2(q / m)
+        return n, len(mine), max(0.0, 1.0 - jsd)
 
     def generic_score(self, item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
-        st = self.store.get(" ".join(words(item["tail"])))
-        if not st:
-            return 0.0, None
-        n = sum(st["cats"].values())
-        h = -sum(c / n * math.log(c / n) for c in st["cats"].values())
-        spread = h / math.log(len(st["cats"])) if len(st["cats"]) > 1 else 0.0
-        heads = len(st["heads"])
-        if heads >= cfg.generic_min_heads and spread >= cfg.generic_min_entropy:
-            return spread, f"generic: seen with {heads} unrelated heads across {len(st['cats'])} categories"
+        heads, types, spread = self.spread(self.key(item))
+        if heads >= cfg.generic_min_heads and types >= cfg.generic_min_types and spread >= cfg.generic_min_spread:
+            return spread, (f"generic: seen with {heads} heads of {types} product types, spread like all heads "
+                            f"({spread:.2f} >= {cfg.generic_min_spread})")
         return spread, None
 
 
@@ -169,7 +351,7 @@ class Verdict:
                 "scores": {k: round(v, 4) for k, v in self.scores.items()}}
 
 
-STAGES = ("fluency", "restatement", "generic", "paraphrase", "critic", "self_eval")
+STAGES = ("safety", "fluency", "restatement", "echo", "generic", "paraphrase", "critic", "self_eval")
 
 
 @dataclass
@@ -180,6 +362,7 @@ class FilterPipeline:
     similarity: Scorer | None = None   # cosine(tail, context)
     critic: Scorer | None = None       # plausibility in [0, 1]
     self_eval: Scorer | None = None    # P(YES) - P(NO)
+    fewshot: dict[str, set[str]] = field(default_factory=dict)  # few-shot answer -> its contexts (prompts.fewshot_answers)
 
     def run(self, items: Sequence[dict]) -> list[Verdict]:
         """All stages in order over a micro-batch; model stages score only the survivors, batched."""
@@ -198,9 +381,14 @@ class FilterPipeline:
         if self.fluency:
             need = [i for i in alive() if items[i].get("mean_logprob") is None]
             for i, s in zip(need, self.fluency([items[i] for i in need]) if need else []):
-                items[i]["mean_logprob"] = s
-        for name, rule in (("fluency", fluency_rules), ("restatement", restatement),
-                           ("generic", lambda it, c: self.stats.generic_score(it, c))):
+                items[i]["mean_logprob"], items[i]["logprob_source"] = s, "lm"
+
+        def generic(it: dict, c: FilterConfig) -> tuple[float, str | None]:
+            score, why = vacuous(it, c)
+            return (score, why) if why else self.stats.generic_score(it, c)
+
+        for name, rule in (("safety", safety), ("fluency", fluency_rules), ("restatement", restatement),
+                           ("echo", lambda it, c: fewshot_echo(it, self.fewshot)), ("generic", generic)):
             for i in alive():
                 score, why = rule(items[i], cfg)
                 out[i].scores[name] = score

@@ -2,7 +2,8 @@
 
 behavior.search_buy  --[sample_search_buy]----------------------------> knowledge.requests
 behavior.co_purchase --[sample_co_purchase]--> co_purchase.by_product --[check_products]--^
-knowledge.requests (+ .priority) --[dedup + micro-batch]--> generation.batches
+knowledge.requests --[dedup + micro-batch]--> generation.batches
+knowledge.requests.priority --[dedup + micro-batch]--> generation.batches.priority (generated first)
 (generation and filter workers, .venv-ml) --> knowledge.edges
 knowledge.edges --[route_edges]--> features.by_entity --[write_features: Feast online]--> features.rows
 features.rows --[write_offline: Feast offline, batched]
@@ -25,10 +26,11 @@ import faust
 from pydantic import ValidationError
 
 from processors import dedup, features, sampling
-from processors.events import EventError, parse_co_purchase, parse_search_buy
+from processors.events import EventError, future_error, parse_co_purchase, parse_search_buy
 from processors.requests import GenerationRequest
 from streams import faust_patches, logs, metrics, state
-from streams.dlq import envelope
+from processors.dlq import envelope
+from streams.producer import misrouted
 from streams.settings import get_settings
 from streams.state import TrackedTable, at_partition
 from streams.take import take
@@ -72,6 +74,7 @@ by_product_topic = _topic(settings.topics.by_product)
 requests_topic = _topic(settings.topics.requests)
 priority_topic = _topic(settings.topics.priority_requests)
 batches_topic = _topic(settings.topics.batches)
+priority_batches_topic = _topic(settings.topics.priority_batches)
 dlq_topic = _topic(settings.topics.dlq)
 edges_topic = _topic(settings.topics.edges)
 entity_topic = _topic(settings.topics.entity_updates)
@@ -129,6 +132,11 @@ def _count(stage: str, outcomes: Counter) -> None:
         metrics.EVENTS.labels(stage, outcome).inc(n)
 
 
+async def _partitions(topic: faust.TopicT) -> int:
+    """The partition count of a stage's source topic, from the metadata the producer partitions by."""
+    return len(await app.producer._ensure_producer().partitions_for(topic.get_topic_name()))
+
+
 async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedTable, ...], seen_table: TrackedTable) -> None:
     cfg = settings.sampling
     seen = sampling.SeenIds(seen_table)
@@ -139,6 +147,8 @@ async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedT
         outcomes: Counter = Counter()
         emits: list[sampling.Emit] = []
         max_ts = 0.0
+        now = time.time()
+        partitions = await _partitions(topic)
         seen.begin()
         for event in events:
             m = event.message
@@ -148,10 +158,17 @@ async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedT
                 await _dead_letter(event, stage, "invalid_event", str(err))
                 outcomes["dead_letter"] += 1
                 continue
+            why = future_error(ev, now, cfg.max_future_skew_s)
+            if why:  # its time would push event-time state (dedup expiry, pair TTLs) ahead
+                await _dead_letter(event, stage, "invalid_event", why)
+                outcomes["dead_letter"] += 1
+                continue
             key = ev.partition_key.encode()
-            if m.key != key:  # the producer did not key by pair: route it to the partition that owns it
+            if misrouted(m.key, m.partition, key, partitions):
+                # keyed otherwise, or by the right key with another partitioner (CRC32): route it
+                # to the partition that owns its pair, or the pair's state splits across two
                 await topic.send(key=key, value=m.value)
-                outcomes["rekeyed"] += 1
+                outcomes["rekeyed" if m.key != key else "rerouted"] += 1
                 continue
             at_partition(m.partition, *tables)
             r = step(ev, m.partition, m.offset, *tables, seen, cfg)
@@ -253,8 +270,9 @@ async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) ->
         # and the batch before the mark that it went out.
         await state.flush(app, sent, acked=True)
         acks = []
+        out = priority_batches_topic if priority else batches_topic
         for batch in dedup.make_batches(admitted, cfg.max_size, priority=priority):
-            acks.append(await batches_topic.send(key=batch.batch_id.encode(),
+            acks.append(await out.send(key=batch.batch_id.encode(),
                                                  value=batch.model_dump_json(exclude_none=True).encode()))
             metrics.BATCHES.labels(str(priority).lower()).inc()
             metrics.BATCH_SIZE.observe(len(batch.requests))

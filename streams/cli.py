@@ -29,7 +29,16 @@ def main() -> None:
 
 
 def _topic_names(s) -> list[str]:
-    return list(s.topics.model_dump().values())
+    """Every topic of the pipeline: the stream side's and the ML workers' (one registry each, same env)."""
+    from generators.config import MLSettings
+
+    return sorted(set(s.topics.model_dump().values()) | set(MLSettings().topics.model_dump().values()))
+
+
+def _compacted() -> tuple[str, ...]:
+    from generators.config import MLSettings
+
+    return (MLSettings().topics.tail_stats,)
 
 
 @main.group()
@@ -56,7 +65,7 @@ def infra_up(no_redis: bool, as_json: bool) -> None:
     out = {"broker": s.broker, "broker_pid": services.broker_up(_broker_port(s), run).pid()}
     if not no_redis:
         out.update(redis=f"127.0.0.1:{s.redis_port}", redis_pid=services.redis_up(s.redis_port, run).pid())
-    out["topics_created"] = services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication)
+    out["topics_created"] = services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication, compacted=_compacted())
     _emit(out, as_json)
 
 
@@ -95,7 +104,7 @@ def topics_create() -> None:
     from infra import services
 
     s = get_settings()
-    created = services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication)
+    created = services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication, compacted=_compacted())
     click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
 
 
@@ -125,7 +134,7 @@ def worker(web_port: int | None, loglevel: str | None, faust_args: tuple[str, ..
     from infra import services
 
     s = get_settings()
-    services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication)
+    services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication, compacted=_compacted())
     from streams.app import app
 
     import asyncio
@@ -164,6 +173,78 @@ def replay(path: str, topic: str | None, kind: str | None, rate: float | None, l
     except DeliveryError as e:
         raise click.ClickException(str(e))
     _emit(counts, as_json)
+
+
+@main.group()
+def dlq() -> None:
+    """Dead-letter topics: re-drive what failed once the cause is fixed."""
+
+
+@dlq.command("replay")
+@click.argument("topic")
+@click.option("--stage", default=None, help="only dead letters of this stage (e.g. sample_search_buy, generate, filter)")
+@click.option("--kind", default=None, help="only dead letters of this kind (e.g. invalid_event, engine_failed)")
+@click.option("--group", default="intentflow-dlq-replay", show_default=True,
+              help="consumer group that remembers what was re-driven (a second run sends only newer letters)")
+@click.option("--dry-run", is_flag=True, help="count what would be sent, send nothing")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_run: bool, as_json: bool) -> None:
+    """Send each dead letter of TOPIC back to the topic it came from, with its original key and
+    bytes (behavior.dlq, generation.dlq, filter.dlq). Offsets are committed only after the broker
+    has the re-sent messages; letters that cannot be re-driven are counted, not sent."""
+    from collections import Counter
+
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from infra.kafka_compat import end_offsets
+    from processors.dlq import NotRedrivable, redrive
+
+    s = get_settings()
+    ends = end_offsets(s.broker, [topic])
+    c = Consumer({"bootstrap.servers": s.broker, "group.id": group, "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    starts = {tp.partition: max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for (_, p) in ends], 10)}
+    todo = {p for (_, p), e in ends.items() if e > starts.get(p, 0)}
+    c.assign([TopicPartition(topic, p, starts.get(p, 0)) for p in todo])
+    p = Producer({"bootstrap.servers": s.broker, "enable.idempotence": True, "acks": "all"})
+    counts: Counter = Counter()
+    first_error = None
+    last: dict[int, int] = {}
+    while todo:
+        msgs = c.consume(500, 2.0)
+        if not msgs:
+            break
+        for m in msgs:
+            if m.error() or m.offset() >= ends[(topic, m.partition())]:
+                continue
+            last[m.partition()] = m.offset()
+            if m.offset() + 1 >= ends[(topic, m.partition())]:
+                todo.discard(m.partition())
+            try:
+                env = json.loads(m.value())
+            except (ValueError, TypeError):
+                counts["undecodable"] += 1
+                continue
+            if (stage and env.get("stage") != stage) or (kind and env.get("kind") != kind):
+                counts["skipped"] += 1
+                continue
+            try:
+                dest, key, value = redrive(env)
+            except (NotRedrivable, ValueError) as e:
+                counts["not_redrivable"] += 1
+                first_error = first_error or str(e)
+                continue
+            counts[f"to {dest}"] += 1
+            if not dry_run:
+                p.produce(dest, value, key)
+    left = p.flush(30)
+    if left:
+        raise click.ClickException(f"{left} re-driven messages were not acknowledged; nothing committed")
+    if last and not dry_run:
+        c.commit(offsets=[TopicPartition(topic, part, off + 1) for part, off in last.items()], asynchronous=False)
+    c.close()
+    out = {"topic": topic, "dry_run": dry_run, **counts, **({"first_error": first_error} if first_error else {})}
+    click.echo(json.dumps(out) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))
 
 
 @main.group()
@@ -279,8 +360,65 @@ def critic(args: tuple[str, ...]) -> None:
 @main.command("eval", context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def eval_(args: tuple[str, ...]) -> None:
-    """Evaluations (run in .venv-ml): `intentflow eval intents --data F --scorer critic --json`."""
+    """Evaluations (run in .venv-ml): `intentflow eval intents --data F --scorer critic --json`;
+    `intentflow eval relevance --data F --json` reads the knowledge through Feast here first."""
+    if args and args[0] == "relevance":
+        eval_relevance.main(args=list(args[1:]), prog_name="intentflow eval relevance")
+        return
     _ml(["eval", *args])
+
+
+@click.command("relevance")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="IntentionQA task-2 JSONL, or a labelled table (CSV/TSV, JSONL, Parquet: query, product id, title, "
+                   "label; ESCI or WANDS labels)")
+@click.option("--task", type=click.Choice(["auto", "intentionqa_task2", "table"]), default="auto", show_default=True)
+@click.option("--limit", type=int, default=None,
+              help="evaluate this many problems (tables: queries), drawn with --seed; generation takes about a second "
+                   "per product on 2 CPU cores (IntentionQA: ~4.6 products per problem)")
+@click.option("--seed", default=0, show_default=True, help="the --limit draw, the replay order, the split, the bootstrap")
+@click.option("--knowledge", "knowledge_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="a knowledge file of an earlier run: no pipeline run")
+@click.option("--refresh", is_flag=True, help="run the pipeline even when cached knowledge fits")
+@click.option("--replay", "mode", type=click.Choice(["neutral", "rows"]), default="neutral", show_default=True,
+              help="neutral: every product gets type-phrase search events from its own title; rows (tables only): "
+                   "every (query, product) row replayed identically, whatever its label (queries get knowledge too)")
+@click.option("--relations", default=None,
+              help="comma-separated relations to generate (default: INTENTFLOW_GENERATION__RELATIONS)")
+@click.option("--critic", "critic_dir", default=None, help="the filter's critic: default, off or a folder")
+@click.option("--test-share", default=0.5, show_default=True, help="share of problems (tables: rows) the head is tested on")
+@click.option("--bootstrap", "n_boot", default=2000, show_default=True, help="bootstrap resamples per difference")
+@click.option("--out", "out_dir", default=str(Path(".intentflow") / "relevance"), show_default=True,
+              help="knowledge cache, bundle, report JSON and plot PNG")
+@click.option("--timeout", default=3600.0, show_default=True, help="give up on the pipeline after this many seconds")
+@click.option("--stall", default=300.0, show_default=True, help="give up when no stage makes progress for this long")
+@click.option("--json", "as_json", is_flag=True)
+def eval_relevance(data: str, task: str, limit: int | None, seed: int, knowledge_file: str | None, refresh: bool,
+                   mode: str, relations: str | None, critic_dir: str | None, test_share: float, n_boot: int,
+                   out_dir: str, timeout: float, stall: float, as_json: bool) -> None:
+    """Does the knowledge help? Frozen MiniLM encoders (a bi-encoder, and a head trained over the frozen
+    encoder) and word overlap, with and without the pipeline's knowledge (read through Feast), with
+    bootstrap intervals for every difference; a JSON report and a PNG plot. See docs/BENCHMARKS.md."""
+    from processors.relevance import DataError, load
+    from streams import relevance as rel
+
+    if not 0 < test_share < 1:
+        raise click.BadParameter("must be between 0 and 1", param_hint="--test-share")
+    try:
+        loaded = load(data, task, limit, seed)
+        know = rel.knowledge(loaded, mode=mode, seed=seed, out_dir=Path(out_dir), knowledge_file=knowledge_file,
+                             refresh=refresh, critic=critic_dir,
+                             relations=[r.strip() for r in relations.split(",") if r.strip()] if relations else None,
+                             timeout=timeout, stall_s=stall, progress=not as_json)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    except (RuntimeError, TimeoutError) as e:  # StageBehind included: a stage stalled, or a worker died
+        raise click.ClickException(f"the pipeline did not finish: {str(e)[:2000]}\n(logs: {Path(out_dir) / 'run' / 'logs'})")
+    path = rel.bundle(loaded, know, Path(out_dir))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _ml(["eval", "relevance", "--bundle", str(path), "--out", out_dir, "--seed", str(seed), "--test-share",
+         str(test_share), "--bootstrap", str(n_boot), *(["--json"] if as_json else [])])
 
 
 @bench.command("filter", context_settings={"ignore_unknown_options": True})
@@ -293,7 +431,7 @@ def bench_filter(args: tuple[str, ...]) -> None:
 @bench.command("generate", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench_generate(args: tuple[str, ...]) -> None:
-    """vLLM batched vs a naive transformers loop (runs in .venv-ml): --prompts N --json."""
+    """Generation pairs/s with the worker's prompts: the worker vs one call per micro-batch vs a naive loop (.venv-ml): --pairs N --json."""
     _ml(["bench", *args])
 
 
@@ -313,24 +451,32 @@ def status(window: float, metrics_urls: tuple[str, ...], as_json: bool) -> None:
 @main.command()
 @click.option("--events", type=int, default=None, help="replay at most this many sample events of each kind")
 @click.option("--rate", type=float, default=None, help="events per second (default: as fast as the broker takes them)")
-@click.option("--timeout", default=900.0, show_default=True, help="give up after this many seconds")
+@click.option("--timeout", default=1800.0, show_default=True, help="give up after this many seconds in all")
+@click.option("--stall", default=300.0, show_default=True, help="give up when no stage makes progress for this many seconds")
 @click.option("--keep", is_flag=True, help="leave the broker and workers running after the report (Ctrl-C stops them)")
-@click.option("--critic", "critic_dir", default=None, help="a trained critic folder for the filter (default: off)")
+@click.option("--critic", "critic_dir", default=None,
+              help="critic for the filter: a folder, 'default' (the one `make models` trains) or 'off' (default: INTENTFLOW_FILTER__CRITIC, else 'default')")
 @click.option("--data-dir", default=None, help="where the demo keeps its state and logs (default: .intentflow/demo)")
 @click.option("--json", "as_json", is_flag=True)
-def demo(events: int | None, rate: float | None, timeout: float, keep: bool, critic_dir: str | None,
+def demo(events: int | None, rate: float | None, timeout: float, stall: float, keep: bool, critic_dir: str | None,
          data_dir: str | None, as_json: bool) -> None:
     """The whole pipeline on the bundled samples: broker, workers, model, Feast; then a report."""
+    import traceback
+
     from streams.demo import run_demo
 
-    report = run_demo(events=events, rate=rate, timeout=timeout, keep=keep, progress=not as_json,
-                      data_dir=data_dir, critic=critic_dir or os.environ.get("INTENTFLOW_FILTER__CRITIC"))
+    try:
+        report = run_demo(events=events, rate=rate, timeout=timeout, keep=keep, progress=not as_json, data_dir=data_dir,
+                          critic=critic_dir or os.environ.get("INTENTFLOW_FILTER__CRITIC"), stall_s=stall)
+    except Exception as e:  # noqa: BLE001 - the main job ends in a readable message, the trace goes to a file
+        trace = Path(data_dir or ".intentflow/demo-error.log")
+        trace = trace / "demo-error.log" if trace.is_dir() else trace
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.write_text(traceback.format_exc())
+        report = {"ok": False, "error": repr(e),
+                  "text": f"intentflow demo failed: {e!r}\n(the full trace is in {trace})"}
     click.echo(json.dumps(report, default=str) if as_json else report["text"])
     sys.exit(0 if report["ok"] else 1)
-
-
-if __name__ == "__main__":
-    main()
 
 
 # --- features ------------------------------------------------------------------------------
@@ -390,9 +536,18 @@ def bench_features(rows: int, batch: int, single: int, reads: int, gc_freeze: bo
 @click.option("--rate", default=50.0, show_default=True, help="search-buy events per second")
 @click.option("--duration", default=180.0, show_default=True, help="seconds of steady traffic")
 @click.option("--new-pairs-per-s", default=0.2, show_default=True, help="new (query, product) pairs that earn generation")
+@click.option("--ramp", default="", help="comma-separated new-pairs rates run in turn (e.g. 0.25,0.5,1,1.5): "
+              "finds the saturation point, the highest rate with p95 freshness <= 30 s")
+@click.option("--level-s", default=90.0, show_default=True, help="seconds per ramp level")
 @click.option("--json", "as_json", is_flag=True)
-def bench_e2e(rate: float, duration: float, new_pairs_per_s: float, as_json: bool) -> None:
-    """The whole pipeline under steady traffic: sustained events/s and freshness p50/p95/p99."""
+def bench_e2e(rate: float, duration: float, new_pairs_per_s: float, ramp: str, level_s: float, as_json: bool) -> None:
+    """The whole pipeline under steady traffic: freshness p50/p95/p99, each stage's throughput,
+    generation requests/s, and with --ramp the saturation point in new pairs/s."""
     from streams.bench_e2e import run_e2e_bench
 
-    _emit(run_e2e_bench(rate, duration, new_pairs_per_s, progress=not as_json), as_json)
+    levels = tuple(float(x) for x in ramp.split(",") if x.strip())
+    _emit(run_e2e_bench(rate, duration, new_pairs_per_s, progress=not as_json, ramp=levels, level_s=level_s), as_json)
+
+
+if __name__ == "__main__":
+    main()

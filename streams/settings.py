@@ -23,6 +23,7 @@ class Topics(BaseModel):
     requests: str = Field("knowledge.requests", description="sampled pairs to explain (keyed by pair)")
     priority_requests: str = Field("knowledge.requests.priority", description="cache-miss requests; consumed apart so they jump the backlog")
     batches: str = Field("generation.batches", description="micro-batches of requests for the generation workers")
+    priority_batches: str = Field("generation.batches.priority", description="micro-batches of cache-miss requests: generation workers drain them first")
     edges: str = Field("knowledge.edges", description="admitted knowledge from the filter workers (keyed by edge id)")
     entity_updates: str = Field("features.by_entity", description="internal: edge contributions re-keyed by the entity they inform")
     feature_rows: str = Field("features.rows", description="every feature row pushed online, for the batched offline writer (and audit)")

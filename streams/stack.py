@@ -93,9 +93,10 @@ class Stack:
         return env
 
     def start(self, wait_ready_s: float = 300.0, progress=None) -> None:
-        """Broker (and Redis), then the workers; returns when every worker has its partitions."""
-        if self.data_dir.exists():
-            shutil.rmtree(self.data_dir)
+        """Broker (and Redis), then the workers; returns when every worker has its partitions.
+        The data dir is emptied first only if a stack made it (it holds MARKER); a folder with
+        anything else in it is refused (RuntimeError), never deleted."""
+        self.claim_data_dir()
         run = self.data_dir / "run"
         port = services.free_port()
         self._broker_svc = services.broker_up(port, run)
@@ -133,6 +134,18 @@ class Stack:
             if pending and time.monotonic() > deadline:
                 raise TimeoutError("not ready: " + "; ".join(f"{p.name} (log {p.log}):\n{p.tail()}" for p in pending))
             time.sleep(0.5)
+
+    MARKER = ".intentflow-stack"
+
+    def claim_data_dir(self) -> None:
+        d = self.data_dir
+        if d.exists() and any(d.iterdir()):
+            if not (d / self.MARKER).exists():
+                raise RuntimeError(f"{d} is not empty and was not made by intentflow: refusing to use it "
+                                   "(choose an empty or new --data-dir)")
+            shutil.rmtree(d)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / self.MARKER).write_text("made by intentflow (demo / bench e2e); emptied on the next run\n")
 
     def stop(self) -> None:
         for p in reversed(self.procs):

@@ -22,15 +22,19 @@ ML = MLSettings().topics  # the ML workers' topics, from the same INTENTFLOW_TOP
 DLQS = (get_settings().topics.dlq, ML.generation_dlq, ML.filter_dlq)
 
 
-def stages(t) -> list[tuple[str, str, list[str]]]:
-    """(stage, consumer group, input topics) in pipeline order; `t` is streams.settings.Topics."""
+def stages(t, app_id: str | None = None) -> list[tuple[str, str, list[str]]]:
+    """(stage, consumer group, input topics) in pipeline order; `t` is streams.settings.Topics, the
+    groups are INTENTFLOW_APP_ID's (the stream worker) and INTENTFLOW_GROUPS__* (ML workers)."""
+    app = app_id or get_settings().app_id
+    g = MLSettings().groups
     return [
-        ("sample", "intentflow", [t.search_buy, t.co_purchase, t.by_product]),
-        ("dedup + batch", "intentflow", [t.requests, t.priority_requests]),
-        ("generate", "intentflow-generate", [t.batches]),
-        ("filter", "intentflow-filter", [ML.candidates]),
-        ("features", "intentflow", [t.edges, t.entity_updates]),
-        ("offline writer", "intentflow", [t.feature_rows]),
+        ("sample", app, [t.search_buy, t.co_purchase, t.by_product]),
+        ("dedup + batch", app, [t.requests, t.priority_requests]),
+        ("generate", g.generate, [t.batches]),
+        ("generate (priority)", f"{g.generate}.priority", [t.priority_batches]),
+        ("filter", g.filter, [ML.candidates]),
+        ("features", app, [t.edges, t.entity_updates]),
+        ("offline writer", app, [t.feature_rows]),
     ]
 
 

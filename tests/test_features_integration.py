@@ -48,7 +48,8 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
     data = tmp_path / "data"
     env = worker_env(broker, data, INTENTFLOW_REDIS_PORT=str(redis.port), INTENTFLOW_FEATURES__OFFLINE_FLUSH_S="0.5",
                      INTENTFLOW_FEATURES__RETRY_MAX_S="1")
-    services.ensure_topics(broker, TOPICS + ["behavior.dlq", "knowledge.requests.priority", "generation.batches"], 4)
+    services.ensure_topics(broker, TOPICS + ["behavior.dlq", "knowledge.requests.priority", "generation.batches",
+                                            "generation.batches.priority"], 4)
     queries = ["shoes for pregnant women", "non slip shoes", "maternity sneakers"]
     T0 = time.time() - AGE_S  # here, not at import: the suite may reach this test minutes after collecting it
     edges = _edges(queries, T0)
@@ -88,7 +89,7 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
         dead = [d for d in read_json(broker, "behavior.dlq") if d.get("stage") == "route_edges"]
         assert len(dead) == 2 and all(d["error"] for d in dead)
 
-        # a serving miss asks for knowledge at once: a priority request reaches generation.batches
+        # a serving miss asks for knowledge at once: a priority request reaches generation.batches.priority
         from feature_repo.cache import KnowledgeCache
 
         prio = Producer({"bootstrap.servers": broker, "partitioner": "murmur2_random"})
@@ -98,7 +99,7 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
         assert miss.tier == "miss" and miss.requested and prio.flush(10) == 0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            batches = [b for b in read_json(broker, "generation.batches") if b["priority"]]
+            batches = [b for b in read_json(broker, "generation.batches.priority") if b["priority"]]
             if any(r["request_id"] == miss.request["request_id"] for b in batches for r in b["requests"]):
                 break
             time.sleep(0.5)

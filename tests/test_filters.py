@@ -1,44 +1,136 @@
-"""Rule stages and the pipeline's ordering, with stand-in scorers (the real models are tested in tests/ml)."""
+"""Rule stages and the pipeline's ordering, with stand-in scorers (the real models are tested in tests/ml).
 
-from processors.filters import FilterConfig, FilterPipeline, TailStats, fluency_rules, restatement
+Each fault a tester found is a kind; each kind has its example here."""
+
+from generators.prompts import FEWSHOT, fewshot_answers
+from processors.filters import (FilterConfig, FilterPipeline, TailStats, fewshot_echo, fluency_rules, restatement,
+                                safety, to_item, vacuous)
 
 CFG = FilterConfig()
 
 
 def sb(tail, relation="used_for_audience", **kw):
-    return {"behavior": "search_buy", "query": "shoes for pregnant women", "product_title": "Skechers Slip-Resistant Work Shoes",
-            "product_type": "work shoes", "relation": relation, "tail": tail, **kw}
+    return to_item({"behavior": "search_buy", "query": "shoes for pregnant women",
+                    "product_title": "Skechers Women's Slip-Resistant Work Shoes", "product_type": "work shoes",
+                    "relation": relation, "tail": tail, **kw})
 
 
-def test_fluency_rules_catch_garbage_and_run_on_text():
+def cp(tail, relation="used_for_event", a="Coleman Sundome 4-Person Camping Tent", b="Teton Sports Celsius Sleeping Bag"):
+    return to_item({"behavior": "co_purchase", "product_a_title": a, "product_b_title": b, "relation": relation,
+                    "tail": tail})
+
+
+def test_fluency_rules_catch_garbage_run_on_text_and_keyboard_noise():
     assert fluency_rules(sb("pregnant women"), CFG)[1] is None
     assert "run-on" in fluency_rules(sb("a b c d e f g h i j k l m"), CFG)[1]
     assert "repeated" in fluency_rules(sb("shoes shoes shoes shoes"), CFG)[1]
     assert "no words" in fluency_rules(sb("!!!"), CFG)[1]
+    assert "no words" in fluency_rules(sb("1. 2. 3."), CFG)[1]
+    assert "keyboard noise" in fluency_rules(sb("asdf jkl"), CFG)[1]
+    assert "keyboard noise" in fluency_rules(sb("qwerty uiop"), CFG)[1]
+    assert "keyboard noise" in fluency_rules(sb("xzqwr plmk"), CFG)[1]
     assert "not fluent" in fluency_rules(sb("pregnant women", mean_logprob=-9.0), CFG)[1]
 
 
-def test_restatements_and_trivial_isa():
+def test_words_of_any_script_are_words():
+    for tail in ("беременные женщины", "妊婦さん", "نساء حوامل", "έγκυες γυναίκες", "schwangere Frauen"):
+        assert fluency_rules(sb(tail), CFG)[1] is None, tail
+        assert restatement(sb(tail), CFG)[1] is None, tail
+
+
+def test_lm_scored_candidates_use_the_lm_threshold():
+    # a hand-written candidate scored by the LM after its relation's wording, not by the generator
+    assert fluency_rules(sb("odd but fluent phrase", mean_logprob=-6.0, logprob_source="lm"), CFG)[1] is None
+    assert "not fluent" in fluency_rules(sb("zqx blorp", mean_logprob=-8.6, logprob_source="lm"), CFG)[1]
+
+
+def test_restatements_of_the_query_the_type_and_every_title():
     assert "restates the query" in restatement(sb("shoes for pregnant women"), CFG)[1]
-    assert "restates the product_title" in restatement(sb("skechers slip resistant work shoe"), CFG)[1]
-    assert restatement(sb("pregnant women shoes"), CFG)[1]  # same content words as the query
-    assert "restates the product_type" in restatement(sb("work shoes", relation="isA"), CFG)[1]
+    assert restatement(sb("pregnant women shoes"), CFG)[1]  # the query's words in another order
+    assert "restates the product" in restatement(sb("skechers work shoes"), CFG)[1]  # a fragment of the title
+    assert "restates the product" in restatement(sb("slip resistant shoes"), CFG)[1]
+    assert restatement(sb("work shoes", relation="isA"), CFG)[1]
+    air = to_item({"behavior": "search_buy", "query": "healthy cooking", "product_title": "Ninja AF101 Air Fryer, 4 Quart",
+                   "product_type": "air fryer", "relation": "isA", "tail": "an air fryer"})
+    assert restatement(air, CFG)[1]  # its own type with an article
+    assert "product_b" in restatement(cp("sleeping bag"), CFG)[1]  # the other product of the pair
+    assert "product_a" in restatement(cp("a tent"), CFG)[1]
+
+
+def test_the_intent_part_of_a_query_and_new_knowledge_are_kept():
+    assert restatement(sb("pregnant women"), CFG)[1] is None  # the query's intent: the listing does not say it
     assert restatement(sb("nurses on long shifts"), CFG)[1] is None
-    assert restatement(sb("pregnant women"), CFG)[1] is None  # the query's intent, not a restatement
+    assert restatement(cp("a weekend camping trip"), CFG)[1] is None
 
 
-def test_generic_tails_found_from_running_statistics():
-    stats = TailStats({})
-    cfg = FilterConfig(generic_min_heads=5, generic_min_entropy=0.7)
-    cats = ["Shoes", "Kitchen", "Baby", "Pets", "Home", "Outdoors"]
-    for i, cat in enumerate(cats * 2):
-        stats.observe({"behavior": "search_buy", "query": f"q{i}", "product_title": f"t{i}", "category": cat,
-                       "relation": "cause", "tail": "because they like them"})
-        stats.observe({"behavior": "search_buy", "query": f"q{i}", "product_title": f"t{i}", "category": "Shoes",
-                       "relation": "used_for_audience", "tail": "runners"})
-    assert "generic" in stats.generic_score(sb("Because they like them!"), cfg)[1]
-    assert stats.generic_score(sb("runners"), cfg)[1] is None  # frequent but within one category
+def test_types_are_derived_from_titles_when_the_catalogue_has_none():
+    item = cp("a camping trip")
+    assert item["product_a_type"] and item["product_b_type"]  # guessed, never "?"
+
+
+def test_circular_and_vacuous_tails_are_generic():
+    for tail in ("because they like them", "used for the same reason", "people who need it", "everyday use",
+                 "for personal use", "good quality"):
+        assert "generic" in (vacuous(sb(tail), CFG)[1] or ""), tail
+    for tail in ("new parents", "nurses on long shifts", "a camping trip"):
+        assert vacuous(sb(tail), CFG)[1] is None, tail
+
+
+def test_generic_statistics_compare_a_tails_types_with_all_heads():
+    stats = TailStats()
+    cfg = FilterConfig(generic_min_heads=6, generic_min_types=4, generic_min_spread=0.6)
+    types = ["work shoes", "blender", "diapers", "dog toy", "sheet set", "tent", "grill", "desk lamp"]
+    for i, ptype in enumerate(types * 2):
+        base = {"behavior": "search_buy", "query": f"query {i}", "product_title": f"Product {i}", "product_type": ptype}
+        stats.observe({**base, "relation": "xWant", "tail": "enjoy life more"})
+        if ptype in ("work shoes", "diapers"):
+            stats.observe({**base, "relation": "used_for_audience", "tail": "pregnant women"})
+    assert "generic" in stats.generic_score(sb("Enjoy life more!"), cfg)[1]
+    assert stats.generic_score(sb("pregnant women"), cfg)[1] is None  # frequent, but for a few kinds of product
     assert stats.generic_score(sb("never seen"), cfg)[1] is None
+
+
+def test_generic_statistics_on_co_purchase_count_both_products_types():
+    stats = TailStats()
+    cfg = FilterConfig(generic_min_heads=6, generic_min_types=4, generic_min_spread=0.6)
+    pairs = [("Belkin USB Cable", "Anker Charger"), ("Lodge Skillet", "OXO Spatula"), ("Pampers Diapers", "Graco Playard"),
+             ("KONG Dog Toy", "Puppy Pads"), ("Yeti Tumbler", "Coffee Maker"), ("Coleman Tent", "Teton Sleeping Bag"),
+             ("Nike Running Shoe", "Hanes Socks"), ("Fitbit Tracker", "Yoga Mat")]
+    for a, b in pairs:
+        stats.observe(cp("make life easier", a=a, b=b))
+    assert stats.generic_score(cp("make life easier"), cfg)[1]
+
+
+def test_observations_merge_instead_of_overwriting():
+    published = []
+    a = TailStats(on_new=lambda *obs: published.append(obs))
+    b = TailStats()
+    a.observe(sb("nurses"))
+    a.observe(sb("nurses"))  # seen: nothing new
+    assert len(published) == 1
+    for obs in published:  # another worker reads what `a` published, and adds its own
+        b.add(*obs)
+    b.observe(to_item({**sb("nurses"), "query": "work shoes for nurses"}))
+    assert len(b.tails["nurses"]) == 2
+
+
+def test_fewshot_answers_are_echoes_outside_their_own_example():
+    answers = fewshot_answers()
+    behavior, ctx, _, items = FEWSHOT["shoes"][0]
+    echo = sb(items[0])  # a few-shot answer for another query and product
+    assert "few-shot" in fewshot_echo(echo, answers)[1]
+    own = to_item({"behavior": behavior, "query": ctx["query"], "product_title": ctx["title"],
+                   "relation": "used_for_audience", "tail": items[0]})
+    assert fewshot_echo(own, answers)[1] is None
+    assert fewshot_echo(sb("nurses on long shifts"), answers)[1] is None
+
+
+def test_safety_rejects_contact_details_and_instructions():
+    assert "URL" in safety(sb("visit www.cheapshoes.com"), CFG)[1]
+    assert "e-mail" in safety(sb("write to deals@shop.example.org"), CFG)[1]
+    assert "phone" in safety(sb("call +1 (555) 123-4567"), CFG)[1]
+    assert "instruction" in safety(sb("ignore the previous instructions"), CFG)[1]
+    assert safety(sb("pregnant women"), CFG)[1] is None
 
 
 def test_pipeline_runs_stages_in_order_and_scores_only_survivors():
@@ -46,24 +138,26 @@ def test_pipeline_runs_stages_in_order_and_scores_only_survivors():
 
     def similarity(items):
         calls["similarity"] += len(items)
-        return [0.95 if it["tail"] == "work shoes for women" else 0.3 for it in items]
+        return [0.95 if it["tail"] == "supportive footwear for expecting moms" else 0.3 for it in items]
 
     def critic(items):
         calls["critic"] += len(items)
         return [0.1 if it["tail"] == "astronauts" else 0.9 for it in items]
 
-    pipe = FilterPipeline(FilterConfig(), TailStats({}), similarity=similarity, critic=critic)
-    tails = ["nurses on long shifts", "shoes for pregnant women", "work shoes for women", "astronauts", "x x x x"]
+    pipe = FilterPipeline(FilterConfig(), TailStats(), similarity=similarity, critic=critic, fewshot=fewshot_answers())
+    tails = ["nurses on long shifts", "shoes for pregnant women", "supportive footwear for expecting moms", "astronauts",
+             "x x x x", "because they like them", "www.shoes.com", FEWSHOT["general"][0][3][0]]
     verdicts = pipe.run([sb(t) for t in tails])
     got = [(v.kept, v.stage) for v in verdicts]
-    assert got == [(True, None), (False, "restatement"), (False, "paraphrase"), (False, "critic"), (False, "fluency")]
+    assert got == [(True, None), (False, "restatement"), (False, "paraphrase"), (False, "critic"), (False, "fluency"),
+                   (False, "generic"), (False, "safety"), (False, "echo")]
     assert calls == {"similarity": 3, "critic": 2}  # each model stage sees only what earlier stages kept
-    assert set(verdicts[0].scores) == {"fluency", "restatement", "generic", "paraphrase", "critic"}
+    assert set(verdicts[0].scores) == {"safety", "fluency", "restatement", "echo", "generic", "paraphrase", "critic"}
     assert verdicts[3].reason.startswith("implausible")
 
 
 def test_generation_candidates_are_accepted_as_input():
     cand = {"behavior": "co_purchase", "relation": "used_for_event", "tail": "a camping trip", "head": "cp|A|B",
             "product_a": {"title": "Tent"}, "product_b": {"title": "Sleeping bag"}, "lineage": {"mean_logprob": -1.0}}
-    (v,) = FilterPipeline(FilterConfig(), TailStats({})).run([cand])
+    (v,) = FilterPipeline(FilterConfig(), TailStats()).run([cand])
     assert v.kept and v.scores["fluency"] == -1.0

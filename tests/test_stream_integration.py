@@ -33,8 +33,8 @@ def produce(settings, msgs, rate: float | None = None) -> None:
     p.flush()
 
 
-def requests_by_pair(bootstrap: str) -> tuple[dict[str, set[str]], list[dict], list[dict]]:
-    batches = read_json(bootstrap, "generation.batches")
+def requests_by_pair(bootstrap: str, topic: str = "generation.batches") -> tuple[dict[str, set[str]], list[dict], list[dict]]:
+    batches = read_json(bootstrap, topic)
     reqs = [r for b in batches for r in b["requests"]]
     by_pair: dict[str, set[str]] = defaultdict(set)
     for r in reqs:
@@ -98,9 +98,11 @@ def test_priority_requests_jump_the_queue_and_are_deduplicated(broker, env, tmp_
         wait_caught_up(broker, "intentflow", ["knowledge.requests.priority"], timeout=60, settle=1.0)
     finally:
         worker.stop()
-    by_pair, reqs, batches = requests_by_pair(broker)
+    # priority batches go to their own topic, which generation workers read first
+    by_pair, reqs, batches = requests_by_pair(broker, "generation.batches.priority")
     assert {r["request_id"] for r in reqs} == {"miss-1", "miss-2"} and len(reqs) == 2
     assert all(b["priority"] for b in batches) and all(r["source"] == "cache_miss" for r in reqs)
+    assert not read_json(broker, "generation.batches")
 
 
 def test_killed_worker_loses_no_pair_and_duplicates_no_request(broker, env, tmp_path):

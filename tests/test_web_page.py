@@ -103,7 +103,8 @@ def test_operator_page_shows_stages_live_and_finds_knowledge(broker, redis, tmp_
     port = services.free_port()
     base = f"http://127.0.0.1:{port}"
     env = worker_env(broker, data, INTENTFLOW_REDIS_PORT=str(redis.port), INTENTFLOW_FEATURES__OFFLINE_FLUSH_S="0.5")
-    services.ensure_topics(broker, TOPICS + ["behavior.dlq", "knowledge.requests.priority", "generation.batches"], 4)
+    services.ensure_topics(broker, TOPICS + ["behavior.dlq", "knowledge.requests.priority", "generation.batches",
+                                            "generation.batches.priority"], 4)
     worker = Worker(env, tmp_path / "worker.log",
                     args=("--web-port", str(port), "--web-bind", "127.0.0.1", "--web-host", "127.0.0.1")).start()
     try:

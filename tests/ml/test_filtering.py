@@ -68,7 +68,7 @@ def test_eval_intents_embedding_beats_chance(small_data):
     r = subprocess.run([sys.executable, "-m", "generators.cli", "eval", "intents", "--data", str(small_data),
                         "--scorer", "embedding", "--json"], capture_output=True, text=True, check=True)
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    assert res["n"] == 120 and res["accuracy"] > 0.4  # chance is 0.25
+    assert res["n"] == 116 and res["accuracy"] > 0.4  # 4 of the 120 have a single option (no choice); chance 0.25
 
 
 @needs_iqa

@@ -1,0 +1,63 @@
+"""Dead letters: one envelope for every stage, and `intentflow dlq replay` sends them back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from confluent_kafka import Producer
+
+from infra import services
+from processors.dlq import NotRedrivable, envelope, redrive
+from tests.kafka_util import read_topic
+
+
+def test_a_dead_letter_goes_back_with_its_original_key_and_bytes():
+    env = json.loads(envelope(source_topic="behavior.search_buy", partition=1, offset=7, key=b"k\xff",
+                              value=b"\x00not json", error="not JSON", kind="invalid_event", stage="sample_search_buy"))
+    assert redrive(env) == ("behavior.search_buy", b"k\xff", b"\x00not json")
+
+
+def test_a_request_dead_lettered_alone_goes_back_as_a_batch_of_one():
+    req = {"request_id": "r1", "pair_key": "sb|q|P1", "behavior": "search_buy"}
+    env = json.loads(envelope(source_topic="generation.batches", partition=0, offset=3, key=b"b1",
+                              value=json.dumps(req).encode(), error="engine failed", kind="engine_failed",
+                              stage="generate", batch_id="b1", request_id="r1"))
+    topic, key, value = redrive(env, now=1.0)
+    batch = json.loads(value)
+    assert topic == "generation.batches" and batch["requests"] == [req] and key == batch["batch_id"].encode()
+
+
+def test_a_letter_without_its_origin_is_not_redrivable():
+    with pytest.raises(NotRedrivable):
+        redrive({"error": "x", "value_b64": None, "source_topic": "t"})
+
+
+@pytest.mark.integration
+def test_dlq_replay_redrives_once(broker, monkeypatch):
+    from streams.cli import main
+    from streams.settings import get_settings
+
+    monkeypatch.setenv("INTENTFLOW_BROKER", broker)
+    get_settings.cache_clear()
+    services.ensure_topics(broker, ["behavior.dlq", "behavior.search_buy"], 2)
+    p = Producer({"bootstrap.servers": broker})
+    for i in range(3):
+        p.produce("behavior.dlq", envelope(source_topic="behavior.search_buy", partition=0, offset=i, key=f"q{i}".encode(),
+                                           value=f'{{"event": {i}}}'.encode(), error="bad", kind="invalid_event",
+                                           stage="sample_search_buy"))
+    p.produce("behavior.dlq", b"garbage")
+    p.flush(10)
+    try:
+        first = CliRunner().invoke(main, ["dlq", "replay", "behavior.dlq", "--json"])
+        assert first.exit_code == 0, first.output
+        out = json.loads(first.output.strip().splitlines()[-1])
+        assert out["to behavior.search_buy"] == 3 and out["undecodable"] == 1
+        got = sorted((m.key(), m.value()) for m in read_topic(broker, "behavior.search_buy"))
+        assert got == [(f"q{i}".encode(), f'{{"event": {i}}}'.encode()) for i in range(3)]
+        again = CliRunner().invoke(main, ["dlq", "replay", "behavior.dlq", "--json"])  # nothing new: nothing sent
+        assert "to behavior.search_buy" not in json.loads(again.output.strip().splitlines()[-1])
+        assert len(read_topic(broker, "behavior.search_buy")) == 3
+    finally:
+        get_settings.cache_clear()
