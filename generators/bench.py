@@ -58,17 +58,21 @@ def sample_requests(n: int, offset: int = 0) -> list[dict]:
     return [r for pair in zip(out[:half], out[half:]) for r in pair] + out[2 * half:]  # interleaved
 
 
-def _critic_kept(cands: list[dict]) -> int | None:
-    try:
-        from generators.critic import load_default
-    except ImportError:
-        return None
-    critic = load_default()
-    if critic is None or not cands:
-        return None
-    from processors.filters import to_item
+def kept_per_pair(runs: dict[str, list[dict]], pairs: dict[str, int]) -> dict[str, dict]:
+    """Quality beside speed: each run's candidates through the default filter pipeline (rule stages
+    and the default critic; fluency from the candidates' own log-probs), fresh statistics per run.
+    Returns run -> {candidates_per_pair, kept_per_pair, critic_version}."""
+    from generators.cli import filter_pipeline
+    from generators.config import MLSettings
+    from processors.filters import TailStats
 
-    return sum(s >= 0.5 for s in critic.plausibility([to_item(c) for c in cands]))
+    make, version = filter_pipeline(MLSettings())
+    out = {}
+    for name, cands in runs.items():
+        kept = sum(v.kept for v in make(TailStats()).run(cands)) if cands else 0
+        out[name] = {"candidates_per_pair": round(len(cands) / pairs[name], 2),
+                     "kept_per_pair": round(kept / pairs[name], 2), "critic_version": version}
+    return out
 
 
 def _summary(pairs: int, secs: float, cands: list[dict], tokens: int, prompts_n: int) -> dict:
@@ -104,8 +108,8 @@ def one_vllm(pairs: int, batch: int, dtype: str) -> dict:
     res = [generate_batch(b, eng, s) for b in batches]
     secs = time.perf_counter() - t0
     cands = [c for r in res for c in r.candidates]
-    out["vllm_per_batch"] = {**_summary(len(reqs), secs, cands, sum(r.output_tokens for r in res), n_prompts),
-                             "critic_kept_per_pair": _per_pair(_critic_kept(cands), len(reqs))}
+    out["vllm_per_batch"] = _summary(len(reqs), secs, cands, sum(r.output_tokens for r in res), n_prompts)
+    _save(cands, "vllm_per_batch")
 
     # the worker, on a local broker
     eng.llm.llm_engine.reset_prefix_cache()
@@ -129,14 +133,17 @@ def one_vllm(pairs: int, batch: int, dtype: str) -> dict:
         finally:
             services.down(svc)
     out["vllm_worker"] = {**_summary(stats["requests"], secs, cands, stats["output_tokens"], n_prompts),
-                          "critic_kept_per_pair": _per_pair(_critic_kept(cands), stats["requests"]),
                           "max_inflight_requests": s.generation.max_inflight_requests}
+    _save(cands, "vllm_worker")
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
 
-def _per_pair(kept: int | None, pairs: int) -> float | None:
-    return None if kept is None else round(kept / pairs, 2)
+def _save(cands: list[dict], name: str) -> None:
+    """Candidates for the parent's quality check (BENCH_CANDIDATES_DIR), one file per run."""
+    d = os.environ.get("BENCH_CANDIDATES_DIR")
+    if d:
+        Path(d, f"{name}.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cands))
 
 
 def one_naive(pairs: int, dtype: str) -> dict:
@@ -151,11 +158,11 @@ def one_naive(pairs: int, dtype: str) -> dict:
     eng = TransformersEngine(str(smollm2_dir(dtype)), dtype=dtype, batch_size=1)
     load = time.perf_counter() - t0
     params = gen_params(s)
-    eng.generate([prompts.build(sample_requests(2, offset=100)[0], s.generation.relations)[0].text], params)  # warm-up
+    eng.generate([prompts.build(sample_requests(2, offset=pairs)[0], s.generation.relations)[0].text], params)  # warm-up
     reqs = sample_requests(pairs)
     t0 = time.perf_counter()
     cands, tokens, n = [], 0, 0
-    for r in reqs:
+    for r in reqs:  # noqa: B007
         plist = prompts.build(r, s.generation.relations)
         outs = [eng.generate([p.text], params)[0] for p in plist]  # the naive loop: one prompt at a time
         c, _, toks = candidates_for(r, plist, outs, "naive", eng, s, 0.0)
@@ -164,14 +171,13 @@ def one_naive(pairs: int, dtype: str) -> dict:
         n += len(plist)
     secs = time.perf_counter() - t0
     return {"engine": "transformers", "dtype": eng.dtype, "load_seconds": round(load, 1),
-            "naive_loop": {**_summary(len(reqs), secs, cands, tokens, n),
-                           "critic_kept_per_pair": _per_pair(_critic_kept(cands), len(reqs))},
+            "naive_loop": _summary(len(reqs), secs, cands, tokens, n),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def _sub(args: list[str]) -> dict:
-    p = subprocess.run([sys.executable, "-m", "generators.bench", *args], capture_output=True, text=True,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def _sub(args: list[str], candidates_dir: str | None = None) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"BENCH_CANDIDATES_DIR": candidates_dir} if candidates_dir else {})}
+    p = subprocess.run([sys.executable, "-m", "generators.bench", *args], capture_output=True, text=True, env=env)
     if p.returncode:
         raise RuntimeError(f"bench {args[0]} failed:\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -188,10 +194,11 @@ def run(pairs: int = 48, batch: int = 8, naive_pairs: int = 4, dtypes: tuple[str
                  "relations_per_pair": len(s.generation.relations), "relations": list(s.generation.relations),
                  "max_tokens": s.generation.max_tokens, "batch_requests": batch, "target_pairs_per_s": 1.0}
     runs = {}
+    tmp = tempfile.mkdtemp(prefix="bench-generate-")
     for d in dict.fromkeys(choose_dtype(x) for x in (dtypes or ("auto",))):
         if progress:
             print(f"[bench generate] vLLM, {d}: {pairs} pairs", file=sys.stderr, flush=True)
-        runs[d] = _sub(["vllm", str(pairs), str(batch), d])
+        runs[d] = _sub(["vllm", str(pairs), str(batch), d], tmp if d == chosen else None)
     if progress:
         print(f"[bench generate] naive transformers loop, {chosen}: {naive_pairs} pairs", file=sys.stderr, flush=True)
     naive = _sub(["naive", str(naive_pairs), chosen])
@@ -205,6 +212,11 @@ def run(pairs: int = 48, batch: int = 8, naive_pairs: int = 4, dtypes: tuple[str
     out["ratio_to_naive_pairs_per_s"] = round(out["pairs_per_s"] / naive["naive_loop"]["pairs_per_s"], 2)
     out["ratio_worker_to_per_batch"] = round(out["pairs_per_s"] / main["vllm_per_batch"]["pairs_per_s"], 2)
     out["target_met"] = out["pairs_per_s"] >= out["target_pairs_per_s"]
+    if progress:
+        print("[bench generate] quality: the candidates through the default filter pipeline", file=sys.stderr, flush=True)
+    got = {n: [json.loads(x) for x in Path(tmp, f"{n}.jsonl").read_text().splitlines()]
+           for n in ("vllm_worker", "vllm_per_batch") if Path(tmp, f"{n}.jsonl").exists()}
+    out["quality"] = kept_per_pair(got, {n: main[n]["pairs"] for n in got})
     if len(runs) > 1:
         out["by_dtype"] = {d: {"vllm_worker_pairs_per_s": r["vllm_worker"]["pairs_per_s"],
                                "vllm_per_batch_pairs_per_s": r["vllm_per_batch"]["pairs_per_s"]} for d, r in runs.items()}

@@ -111,14 +111,17 @@ class VLLMEngine:
       waiting ones (vLLM's priority scheduling: lower value first).
 
     Prefix caching is on: every prompt of a domain starts with the same instruction and few-shot
-    block, and the prompts of one request share its context, so only their tails are prefilled
-    (on a 2-core AVX2 CPU prefill was half the batch time without it: docs/BENCHMARKS.md).
+    block, and the prompts of one request share its context, so only their tails are prefilled.
+    The cache reuses whole KV blocks, so blocks are small (32 tokens, the least the CPU attention
+    takes; its default is 128): on a 2-core AMD EPYC (AVX2) the prefill of the worker's 144 prompts
+    took 25.2 s with 128-token blocks and 13.6 s with 32 (docs/BENCHMARKS.md).
     """
 
     name = "vllm"
 
     def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int = 2048, seed: int = 0,
-                 kv_cache_gib: int = 2, memory_fraction: float = 0.3, prefix_caching: bool = True) -> None:
+                 kv_cache_gib: int = 2, memory_fraction: float = 0.3, prefix_caching: bool = True,
+                 block_size: int = 32) -> None:
         from generators.hardware import choose_dtype
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
@@ -134,7 +137,7 @@ class VLLMEngine:
         # name says GPU); its 0.92 default refuses to start beside other processes.
         self.llm = LLM(model=model, dtype=self.dtype, max_model_len=max_model_len, enforce_eager=True, seed=seed,
                        gpu_memory_utilization=memory_fraction, enable_prefix_caching=prefix_caching,
-                       scheduling_policy="priority")
+                       block_size=block_size, scheduling_policy="priority")
         self.tokenizer = self.llm.get_tokenizer()
         self._groups: dict[str, list[Completion | None]] = {}
         self._seq = 0
@@ -316,6 +319,19 @@ class TransformersEngine:
             self.tok.pad_token = self.tok.eos_token
         self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, self.dtype)).eval()
         self.batch_size = batch_size
+        self._stops: dict[tuple[str, ...], object] = {}
+
+    def _stopping(self, stop: tuple[str, ...]):
+        """Stop-string criteria built once per set of strings: transformers' StopStringCriteria
+        scans the whole vocabulary per string when built (~4 s per string for SmolLM2's 49k tokens
+        on a 2-core CPU), which `generate(stop_strings=...)` would redo on every call."""
+        if not stop:
+            return None
+        if stop not in self._stops:
+            from transformers import StoppingCriteriaList, StopStringCriteria
+
+            self._stops[stop] = StoppingCriteriaList([StopStringCriteria(self.tok, list(stop))])
+        return self._stops[stop]
 
     def generate(self, prompts: list[str], params: GenParams) -> list[Completion]:
         out: list[Completion] = []
@@ -333,7 +349,7 @@ class TransformersEngine:
             g = self.lm.generate(**enc, max_new_tokens=params.max_tokens, do_sample=params.temperature > 0,
                                  temperature=params.temperature or None, top_p=params.top_p if params.temperature else None,
                                  pad_token_id=self.tok.pad_token_id, output_scores=params.logprobs,
-                                 return_dict_in_generate=True, stop_strings=list(params.stop), tokenizer=self.tok)
+                                 return_dict_in_generate=True, stopping_criteria=self._stopping(tuple(params.stop)))
         new = g.sequences[:, enc["input_ids"].shape[1]:]
         scores = (self.lm.compute_transition_scores(g.sequences, g.scores, normalize_logits=True)
                   if params.logprobs else None)

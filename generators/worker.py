@@ -35,6 +35,7 @@ from generators import kafka_io, parsing, prompts
 from generators.config import MLSettings
 from generators.engines import Completion, Engine, GenParams, streaming
 from processors.dlq import envelope
+from processors.filters import gist
 from processors.safety import request_reasons
 
 log = logging.getLogger("intentflow.generate")
@@ -50,7 +51,8 @@ def candidate_id(request_id: str, relation: str, tail: str) -> str:
 
 def gen_params(settings: MLSettings) -> GenParams:
     g = settings.generation
-    stop = ("\n\n", "Search:", "Bought together:", f"\n{g.max_items + 1}.")  # no tokens for items the parser drops
+    # stop where the model starts another example or item the parser would drop: no tokens for them
+    stop = ("\n\n", "Search:", "\nBought", "\nThe product", "\nBoth products", f"\n{g.max_items + 1}.")
     return GenParams(max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, seed=g.seed, stop=stop,
                      chat=g.prompt_style == "chat")
 
@@ -71,7 +73,13 @@ def candidates_for(request: dict, plist: list[prompts.Prompt], outs: list[Comple
         dropped.update(parsed.dropped)
         if not parsed.items:
             dropped["no_items"] += 1
+        seen: set[frozenset[str]] = set()
         for (rank, tail), (a, b) in zip(parsed.items, parsed.spans):
+            key = gist(tail)
+            if key and key in seen:  # the same words again in another order or with other articles
+                dropped["near_duplicate"] += 1
+                continue
+            seen.add(key)
             lp = out.span_logprob(a, b)
             cands.append({
                 "candidate_id": candidate_id(request["request_id"], p.relation, tail),

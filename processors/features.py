@@ -184,9 +184,12 @@ def subcategory(edges: list[dict], product_type: str) -> tuple[str, str, float, 
 
 
 def _dedup_tails(edges: Iterable[dict]) -> list[dict]:
+    """The best-ranked edge per gist (stemmed content words): near-duplicates show once."""
+    from processors.filters import gist
+
     seen, out = set(), []
     for e in edges:
-        t = " ".join(e["tail"].lower().split())
+        t = gist(e["tail"]) or " ".join(e["tail"].lower().split())
         if t not in seen:
             seen.add(t)
             out.append(e)

@@ -224,7 +224,7 @@ def restatement(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
                 best, best_ref = s, k
     if best >= cfg.restatement_similarity:
         return best, f"restates the {best_ref} (similarity {best:.2f})"
-    tc = content(tail)
+    tc = {w for w in content(tail) if not w.isdigit()}  # "(1)", "14-piece": numbers restate nothing new
     if not tc:
         return best, None  # nothing to compare; the generic stage judges empty tails
     # all of its content words said by one product's own text: a title fragment ("skechers work
@@ -249,6 +249,12 @@ def restatement(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
             if refs.get(k) and tc <= content(refs[k]):
                 return best, "trivial: the product is a type of its own type"
     return best, None
+
+
+def gist(text: str) -> frozenset[str]:
+    """What a tail says, order and articles aside: its stemmed content words. "the baby who is very
+    young" and "a baby who is a very young baby" have one gist: near-duplicates."""
+    return frozenset(content(text))
 
 
 def vacuous(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
