@@ -1,7 +1,10 @@
 """Push feature rows into Feast and read them back (with E-CARE style augmentation text).
 
-`Pusher` retries a failing store (Redis down, file system full) with capped exponential backoff
-and never drops rows: the stream's offsets do not move past rows that are not stored.
+`Pusher` retries a failing store (Redis down, SQLite busy, file system full) with capped exponential
+backoff until it is stored or the pusher is stopped: the stream's offsets do not move past rows
+that are not stored. A row that can never be stored (a TypeError or ValueError from building or
+writing it) is isolated from its batch and reported, so the feature writer dead-letters it
+instead of stalling its partition.
 `FeatureReader` reads a query's, product's or product pair's features from the online store.
 """
 
@@ -10,12 +13,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
 import pandas as pd
 from feast import FeatureStore
 from feast.data_source import PushMode
+from feast.errors import FeatureViewNotFoundException
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from feast.protos.feast.types.Value_pb2 import FloatList, StringList, Value
 from feast.types import Array, Float32, Float64, Int64, String
@@ -62,10 +67,83 @@ def _converter(dtype) -> Callable[[object], Value]:
     return convert
 
 
+class PushStopped(RuntimeError):
+    """The pusher was stopped (the worker is stopping) while a store was failing: rows not stored."""
+
+
+@dataclass
+class Rejected:
+    """A row that failed deterministically: `index` is its place in the view's list as given."""
+    view: str
+    index: int
+    row: dict
+    reason: str
+
+
+class RowsRejected(Exception):
+    """Some rows failed deterministically and were left out; every other row is stored."""
+
+    def __init__(self, rejected: list[Rejected], stored: int) -> None:
+        super().__init__(f"{len(rejected)} row(s) rejected, {stored} stored; first: {rejected[0].view}: {rejected[0].reason}")
+        self.rejected, self.stored = rejected, stored
+
+
+_REDIS_TRANSIENT = ("MISCONF", "LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS", "READONLY", "OOM")
+
+
+def transient(e: BaseException) -> bool:
+    """A failure that can pass on retry: the store or the network, not the row. OSError (connection
+    refused or reset, timeouts, a full disk), Redis unreachable, loading, busy, read-only during a
+    failover or out of memory, SQLite busy or locked."""
+    if isinstance(e, OSError):
+        return True
+    try:
+        import redis.exceptions as rx
+    except ImportError:  # pragma: no cover - redis is a dependency of Feast's Redis store
+        rx = None
+    if rx is not None and isinstance(e, rx.RedisError):
+        if isinstance(e, (rx.AuthenticationError, getattr(rx, "AuthorizationError", rx.AuthenticationError))):
+            return False  # a wrong password does not pass on retry
+        if isinstance(e, (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, rx.ReadOnlyError,
+                          rx.TryAgainError, rx.ClusterDownError, rx.OutOfMemoryError)):
+            return True
+        return isinstance(e, rx.ResponseError) and str(e).upper().startswith(_REDIS_TRANSIENT)
+    import sqlite3
+
+    if isinstance(e, sqlite3.OperationalError):
+        msg = str(e).lower()
+        return "locked" in msg or "busy" in msg or "disk i/o" in msg
+    return False
+
+
+def deterministic(e: BaseException) -> bool:
+    """A failure the row itself causes (building or writing it): the same row fails again."""
+    if transient(e):
+        return False
+    if isinstance(e, (TypeError, ValueError, OverflowError, KeyError)):  # pyarrow's Arrow{Type,Invalid} too
+        return True
+    try:
+        import redis.exceptions as rx
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(e, rx.DataError)
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:1000]
+
+
 class Pusher:
     """Online: rows become protos directly, not row dicts -> DataFrame -> Arrow -> protos as in
     `store.push` (docs/BENCHMARKS.md); to Redis through `RedisLayoutWriter` (Feast's layout, byte for
-    byte), to other online stores through the store's own `online_write_batch`. Offline: `store.push`."""
+    byte), to other online stores through the store's own `online_write_batch`. Offline: `store.push`.
+
+    Failures: what can pass on retry (`transient`: the store down or busy) is retried with
+    exponential backoff up to `retry_max_s` between tries, until it passes or `stop()` is called
+    (then PushStopped). A row that fails deterministically (`deterministic`: TypeError, ValueError...
+    from building or writing it) is isolated from its batch by halving (the rest is written without
+    it) and reported: `push` raises RowsRejected after storing every other row. Anything else is
+    raised as it is."""
 
     def __init__(self, store: FeatureStore, retry_max_s: float = 30.0,
                  on_retry: Callable[[str, BaseException], None] | None = None, lean: bool = True) -> None:
@@ -75,6 +153,10 @@ class Pusher:
         self.stopping = threading.Event()
         self._views: dict[str, tuple] = {}
         self._writers: dict[str, RedisLayoutWriter] = {}
+
+    def stop(self) -> None:
+        """End any retry loop now (from any thread): the push in progress raises PushStopped."""
+        self.stopping.set()
 
     def _view(self, name: str) -> tuple:
         if name not in self._views:
@@ -95,21 +177,50 @@ class Pusher:
                  datetime.fromtimestamp(r["row_ts"], tz=timezone.utc), None) for r in rows]
         self.store._get_provider().online_write_batch(self.store.config, fv, data, None)
 
+    def _offline(self, view: str, rows: list[dict]) -> None:
+        df = frame(rows, [f.name for f in self._view(view)[0].features])
+        self.store.push(f"{view}_push", df, to=PushMode.OFFLINE)
+
     def push(self, rows_by_view: dict[str, list[dict]], to: str) -> int:
-        """Push each view's rows ('online' or 'offline'); returns rows pushed. Retries until stored."""
+        """Push each view's rows ('online' or 'offline'); returns rows stored. Retries what can pass
+        on retry; raises RowsRejected (after storing the others) when rows fail deterministically,
+        PushStopped when stopped while retrying."""
         if to not in ("online", "offline"):
             raise ValueError(f"push to 'online' or 'offline', not {to!r}")
-        n = 0
+        write = self._online if to == "online" else self._offline
+        n, rejected = 0, []
         for view, rows in rows_by_view.items():
             if not rows:
                 continue
-            if to == "online":
-                self._retry(f"online push to {view}", lambda: self._online(view, rows))
-            else:
-                df = frame(rows, [f.name for f in self._view(view)[0].features])
-                self._retry(f"offline push to {view}", lambda: self.store.push(f"{view}_push", df, to=PushMode.OFFLINE))
-            n += len(rows)
+            try:
+                self._view(view)
+            except FeatureViewNotFoundException as e:  # an unknown view: every row of it is unusable
+                rejected += [Rejected(view, i, r, _why(e)) for i, r in enumerate(rows)]
+                continue
+            bad = self._isolate(f"{to} push to {view}", lambda chunk: write(view, chunk), rows, 0)
+            rejected += [Rejected(view, i, rows[i], why) for i, why in bad]
+            n += len(rows) - len(bad)
+        if rejected:
+            for r in rejected[:10]:
+                log.error("%s row %d of %s rejected: %s", to, r.index, r.view, r.reason)
+            raise RowsRejected(rejected, n)
         return n
+
+    def _isolate(self, what: str, write: Callable[[list[dict]], object], rows: list[dict],
+                 start: int) -> list[tuple[int, str]]:
+        """Write rows (retrying transient failures); on a deterministic failure, the halves apart,
+        down to the single rows that fail. Returns (index, reason) of those rows."""
+        try:
+            self._retry(what, lambda: write(rows))
+            return []
+        except Exception as e:
+            if not deterministic(e):
+                raise
+            if len(rows) == 1:
+                return [(start, _why(e))]
+            mid = len(rows) // 2
+            return (self._isolate(what, write, rows[:mid], start) +
+                    self._isolate(what, write, rows[mid:], start + mid))
 
     def _retry(self, what: str, fn: Callable[[], object]) -> None:
         delay = 0.1
@@ -117,13 +228,16 @@ class Pusher:
             try:
                 fn()
                 return
-            except Exception as e:  # noqa: BLE001 - any store failure: wait and try again, never drop
-                if self.stopping.is_set():
+            except Exception as e:
+                if not transient(e):
                     raise
+                if self.stopping.is_set():
+                    raise PushStopped(f"{what}: stopped while the store was failing ({_why(e)})") from e
                 log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(e).__name__, e, delay)
                 if self.on_retry:
                     self.on_retry(what, e)
-                self.stopping.wait(delay)
+                if self.stopping.wait(delay):
+                    raise PushStopped(f"{what}: stopped while the store was failing ({_why(e)})") from e
                 delay = min(self.retry_max_s, delay * 2)
 
 

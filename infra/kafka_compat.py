@@ -13,14 +13,19 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from infra.kafka_conf import client_config
 
-def true_end_offsets(bootstrap: str, ends: dict[tuple[str, int], int], timeout: float = 5.0) -> dict[tuple[str, int], int]:
+
+def true_end_offsets(bootstrap: str, ends: dict[tuple[str, int], int], timeout: float = 5.0,
+                     security=None) -> dict[tuple[str, int], int]:
+    """`security`: generators.config.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment)."""
     out = dict(ends)
     todo = {k: v for k, v in ends.items() if v and v > 0}
     if not todo:
         return out
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "intentflow-end-probe", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "fetch.wait.max.ms": 10, "auto.offset.reset": "latest"})
+    c = Consumer(client_config(bootstrap, security, {
+        "group.id": "intentflow-end-probe", "enable.auto.commit": False, "enable.partition.eof": True,
+        "fetch.wait.max.ms": 10, "auto.offset.reset": "latest"}))
     try:
         c.assign([TopicPartition(t, p, hw - 1) for (t, p), hw in todo.items()])
         pending = set(todo)
@@ -38,8 +43,8 @@ def true_end_offsets(bootstrap: str, ends: dict[tuple[str, int], int], timeout: 
     return out
 
 
-def end_offsets(bootstrap: str, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "intentflow-end-probe"})
+def end_offsets(bootstrap: str, topics: list[str], timeout: float = 10.0, security=None) -> dict[tuple[str, int], int]:
+    c = Consumer(client_config(bootstrap, security, {"group.id": "intentflow-end-probe"}))
     try:
         ends = {}
         for t in topics:
@@ -47,4 +52,4 @@ def end_offsets(bootstrap: str, topics: list[str], timeout: float = 10.0) -> dic
                 ends[(t, p)] = c.get_watermark_offsets(TopicPartition(t, p), timeout=timeout)[1]
     finally:
         c.close()
-    return true_end_offsets(bootstrap, ends)
+    return true_end_offsets(bootstrap, ends, security=security)

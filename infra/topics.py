@@ -10,27 +10,29 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra.kafka_compat import end_offsets
+from infra.kafka_conf import client_config
 
 
-def existing(bootstrap: str, topics: list[str]) -> list[str]:
-    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+def existing(bootstrap: str, topics: list[str], security=None) -> list[str]:
+    """`security`: generators.config.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment)."""
+    md = AdminClient(client_config(bootstrap, security)).list_topics(timeout=10).topics
     return [t for t in topics if t in md]
 
 
 def read_json(bootstrap: str, topic: str, tail: int | None = None, timeout: float = 30.0,
-              complete: bool = False) -> list[dict]:
+              complete: bool = False, security=None) -> list[dict]:
     """Every message of a topic up to its end when called (or the last `tail` per partition), as
     JSON; undecodable ones are skipped. With `complete`, not reaching the end in time is an error."""
-    have = existing(bootstrap, [topic])
+    have = existing(bootstrap, [topic], security)
     if not have:
         return []
-    ends = end_offsets(bootstrap, have)
+    ends = end_offsets(bootstrap, have, security=security)
     starts = {k: max(0, e - tail) if tail else 0 for k, e in ends.items()}
     todo = {k for k in ends if ends[k] > starts[k]}
     if not todo:
         return []
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"intentflow-reader-{time.time_ns()}",
-                  "enable.auto.commit": False})
+    c = Consumer(client_config(bootstrap, security, {"group.id": f"intentflow-reader-{time.time_ns()}",
+                                                     "enable.auto.commit": False}))
     out = []
     try:
         c.assign([TopicPartition(t, p, starts[(t, p)]) for (t, p) in todo])

@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections import Counter
 
 import faust
@@ -31,7 +32,7 @@ from processors.requests import GenerationRequest
 from streams import faust_patches, logs, metrics, state
 from processors.dlq import envelope
 from streams.producer import misrouted
-from streams.settings import get_settings
+from streams.settings import faust_credentials, get_settings
 from streams.state import TrackedTable, at_partition
 from streams.take import take
 
@@ -39,11 +40,13 @@ log = logging.getLogger("intentflow.streams")
 settings = get_settings()
 if settings.faust_fastpath:
     faust_patches.apply_fastpath()
-faust_patches.apply_true_highwaters(settings.broker)
+faust_patches.apply_true_highwaters(settings.broker, settings.kafka)
+faust_patches.settle_before_commit(state.settle)  # no offset committed past a changelog write the broker refused
 
 app = faust.App(
     settings.app_id,
     broker=settings.kafka_url,
+    broker_credentials=faust_credentials(settings.kafka),  # INTENTFLOW_KAFKA__*: TLS/SASL as the other clients
     store="memory://",
     datadir=f"{settings.data_dir}/faust",
     topic_partitions=settings.partitions,
@@ -57,6 +60,15 @@ app = faust.App(
     consumer_max_fetch_size=16 * 1024 * 1024,
     stream_wait_empty=False,
     logging_config=logs.logging_config(settings.log_level, settings.log_json),
+    # the web server serves the operator page (streams/web.py) and nothing of Faust's own: no table
+    # contents (/table/), cluster routes (/router/), statistics, assignment, graph or performance data
+    web_router_enabled=False,
+    web_tables_enabled=False,
+    web_stats_enabled=False,
+    web_graph_enabled=False,
+    web_metrics_enabled=False,
+    web_bind="127.0.0.1",  # loopback unless the worker is told otherwise (then with INTENTFLOW_WEB_TOKEN)
+    web_host="127.0.0.1",
 )
 
 
@@ -297,6 +309,7 @@ async def batch_priority_requests(stream):
 
 
 _apply_lock = threading.Lock()
+_pushers: "weakref.WeakSet" = weakref.WeakSet()  # stopped when the worker stops (their retry loops end)
 
 
 def _pusher(store: str):
@@ -308,15 +321,41 @@ def _pusher(store: str):
     with _apply_lock:  # both agents register the definitions on start; one at a time
         fs = open_store(f, settings.data_dir, settings.redis_port)
         _settle_gc()  # Feast and its imports are loaded now
-    return Pusher(fs, f.retry_max_s, on_retry=lambda what, e: metrics.PUSH_RETRIES.labels(store).inc())
+    pusher = Pusher(fs, f.retry_max_s, on_retry=lambda what, e: metrics.PUSH_RETRIES.labels(store).inc())
+    _pushers.add(pusher)
+    return pusher
 
 
-async def _push(pusher, rows_by_view: dict[str, list[dict]], store: str) -> None:
+@app.on_before_shutdown.connect
+async def _stop_pushers(app, **kwargs) -> None:
+    for pusher in list(_pushers):
+        pusher.stop()
+
+
+async def _push(pusher, rows_by_view: dict[str, list[dict]], store: str) -> dict[tuple[str, int], str]:
+    """Push in a thread; returns the rejected rows ((view, index) -> reason), every other row stored.
+    A store that keeps failing is retried until it works or the agent is stopped (cancelled)."""
+    from feature_repo.client import RowsRejected
+
     t0 = time.perf_counter()
-    await asyncio.to_thread(pusher.push, rows_by_view, store)
+    rejected: dict[tuple[str, int], str] = {}
+    try:
+        await asyncio.to_thread(pusher.push, rows_by_view, store)
+    except asyncio.CancelledError:
+        pusher.stop()  # the worker is stopping: the thread's retry loop ends now, not never
+        raise
+    except RowsRejected as e:
+        rejected = {(r.view, r.index): r.reason for r in e.rejected}
     metrics.PUSH_SECONDS.labels(store).observe(time.perf_counter() - t0)
     for view, rows in rows_by_view.items():
-        metrics.FEATURE_ROWS.labels(view, store).inc(len(rows))
+        metrics.FEATURE_ROWS.labels(view, store).inc(len(rows) - sum(1 for v, _ in rejected if v == view))
+    return rejected
+
+
+def _state_copy(st: dict | None) -> dict | None:
+    """An entity's state one level deep: features.apply and features.rows change lists and dicts in
+    it in place, never deeper, so the state as it was stays intact for a rollback."""
+    return None if st is None else {k: v.copy() if isinstance(v, (dict, list)) else v for k, v in st.items()}
 
 
 if settings.features.enabled:
@@ -345,45 +384,77 @@ if settings.features.enabled:
 
         Order for a crash: rows are online and on features.rows (acknowledged) before the state
         that says their edges were applied; a replay then re-pushes identical rows, never skips.
+        An entity whose row cannot be built or stored (a deterministic failure, not the store being
+        down) goes back to its state before this batch and the updates that touched it in the batch
+        go to the dead-letter topic with the reason; the rest of the batch is stored.
         """
         f = settings.features
         pusher = await asyncio.to_thread(_pusher, "online")
         async for events in _take(stream, f.push_batch, f.push_wait_ms / 1000):
             t0 = time.perf_counter()
             outcomes: Counter = Counter()
-            touched: dict[str, int] = {}
+            touched: dict[str, list] = {}  # entity key -> the updates that changed it in this batch
+            before: dict[str, dict | None] = {}  # entity key -> its state before this batch
             for event in events:
                 m = event.message
                 try:
                     key, contrib = m.key.decode(), json.loads(m.value)
-                    st, changed = features.apply(knowledge.get(key), contrib, f)
+                    prior = knowledge.get(key)
+                    st, changed = features.apply(_state_copy(prior), contrib, f)  # a failure leaves prior intact
                 except (ValueError, KeyError, TypeError, AttributeError) as err:
                     await _dead_letter(event, "write_features", "invalid_internal", repr(err))
                     outcomes["dead_letter"] += 1
                     continue
                 outcomes["applied" if changed else "duplicate"] += 1
                 if changed:
+                    before.setdefault(key, prior)
                     knowledge.partition = m.partition
                     knowledge[key] = st
-                    touched[key] = m.partition
+                    touched.setdefault(key, []).append(event)
             rows_by_view: dict[str, list[dict]] = {}
+            owners: dict[str, list[str]] = {}  # view -> entity key of each row
+            bad: dict[str, str] = {}  # entity key -> why its rows were not stored
+            now = time.time()
             for key in touched:
-                for view, row in features.rows(key, knowledge[key], f):
+                try:
+                    built = [(view, features.stamp(row, now)) for view, row in features.rows(key, knowledge[key], f)]
+                except (ValueError, KeyError, TypeError, AttributeError) as err:
+                    bad[key] = f"feature rows of {key} cannot be built: {type(err).__name__}: {err}"
+                    continue
+                for view, row in built:
                     rows_by_view.setdefault(view, []).append(row)
+                    owners.setdefault(view, []).append(key)
             if rows_by_view:
-                now = time.time()
-                rows_by_view = {v: [features.stamp(r, now) for r in rows] for v, rows in rows_by_view.items()}
-                await _push(pusher, rows_by_view, "online")
-                for r in rows_by_view.get("query_intents", []) + rows_by_view.get("product_subcategory", []) + \
-                        rows_by_view.get("co_purchase_reasons", []):
+                for (view, i), why in (await _push(pusher, rows_by_view, "online")).items():
+                    bad.setdefault(owners[view][i], f"{view} row rejected by the online store: {why}")
+                stored = {v: [r for r, k in zip(rows, owners[v]) if k not in bad] for v, rows in rows_by_view.items()}
+                for r in stored.get("query_intents", []) + stored.get("product_subcategory", []) + \
+                        stored.get("co_purchase_reasons", []):
                     metrics.FRESHNESS.observe(r["freshness_s"])
                 await state.send_keyed(app, rows_topic.get_topic_name(), [
                     (f"{v}|{r.get('query_id') or r.get('product_id') or r.get('pair_id')}".encode(),
-                     json.dumps({"view": v, "row": r}).encode()) for v, rows in rows_by_view.items() for r in rows],
+                     json.dumps({"view": v, "row": r}).encode()) for v, rows in stored.items() for r in rows],
                     acked=True)
+            for key, why in bad.items():
+                _roll_back(key, before[key], touched[key][0].message.partition)
+                for event in touched[key]:
+                    await _dead_letter(event, "write_features", "feature_row_rejected", why)
+                outcomes["applied"] -= len(touched[key])
+                outcomes["dead_letter"] += len(touched[key])
             await state.flush(app, knowledge, acked=True)
-            _count("write_features", outcomes)
+            _count("write_features", +outcomes)
             metrics.STAGE_SECONDS.labels("write_features").observe(time.perf_counter() - t0)
+
+    def _roll_back(key: str, prior: dict | None, partition: int) -> None:
+        """An entity back to its state before the batch, so the dead-lettered updates are not taken as
+        applied (a re-drive applies them); its row clock stays where it got, as rows of its other
+        views may be stored with it."""
+        clock = knowledge[key].get("row_ts", 0.0)
+        restored = _state_copy(prior)
+        if restored is None:  # new in this batch: an empty entity, which builds no rows
+            restored = {"seen": [], "edges": {}, "meta": {}, "row_ts": 0.0, "last_event": 0.0}
+        restored["row_ts"] = max(restored.get("row_ts", 0.0), clock)
+        knowledge.put(key, restored, partition)
 
     @app.agent(rows_topic)
     async def write_offline(stream):
@@ -391,15 +462,28 @@ if settings.features.enabled:
         f = settings.features
         pusher = await asyncio.to_thread(_pusher, "offline")
         async for events in _take(stream, f.offline_flush_rows, f.offline_flush_s):
+            outcomes: Counter = Counter()
             rows_by_view: dict[str, list[dict]] = {}
+            sources: dict[str, list] = {}  # view -> the message of each row
             for event in events:
                 try:
                     msg = json.loads(event.message.value)
-                    rows_by_view.setdefault(msg["view"], []).append(msg["row"])
+                    view, row = msg["view"], msg["row"]
+                    if not isinstance(view, str) or not isinstance(row, dict):
+                        raise TypeError(f"view {type(view).__name__}, row {type(row).__name__}")
                 except (ValueError, KeyError, TypeError) as err:
                     await _dead_letter(event, "write_offline", "invalid_internal", repr(err))
-            await _push(pusher, rows_by_view, "offline")
-            _count("write_offline", Counter(written=len(events)))
+                    outcomes["dead_letter"] += 1
+                    continue
+                rows_by_view.setdefault(view, []).append(row)
+                sources.setdefault(view, []).append(event)
+            rejected = await _push(pusher, rows_by_view, "offline")
+            for (view, i), why in rejected.items():
+                await _dead_letter(sources[view][i], "write_offline", "feature_row_rejected",
+                                   f"{view} row rejected by the offline store: {why}")
+            outcomes["dead_letter"] += len(rejected)
+            outcomes["written"] += sum(len(rows) for rows in rows_by_view.values()) - len(rejected)
+            _count("write_offline", +outcomes)
 
 
 def _settle_gc() -> None:
@@ -428,4 +512,4 @@ async def _serve_metrics() -> None:
         log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
 
 from streams import web  # noqa: E402
-web.register(app, settings)
+web.register(app, settings, request_topic=priority_topic)

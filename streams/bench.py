@@ -75,8 +75,10 @@ def _scrape(port: int) -> dict[str, dict[str, float]]:
 
 
 def _raw_consume(bootstrap: str, topic: str, n: int, group: str = "bench-raw") -> float:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
+    from infra.kafka_conf import client_config
+
+    c = Consumer(client_config(bootstrap, None, {"group.id": group, "auto.offset.reset": "earliest",
+                                                 "enable.auto.commit": False}))
     c.subscribe([topic])
     got, t0 = 0, None
     while got < n:

@@ -115,9 +115,13 @@ def _event(i: int, query: str, pid: str, purchased: bool, clicked: bool) -> dict
 
 def run_e2e_bench(rate: float = 50.0, duration_s: float = 180.0, new_pairs_per_s: float = 0.2, seed: int = 3,
                   drain_timeout_s: float = 300.0, progress: bool = True, data_dir: str | Path | None = None,
-                  extra_env: dict[str, str] | None = None, ramp: tuple[float, ...] = (), level_s: float = 60.0) -> dict:
+                  extra_env: dict[str, str] | None = None, ramp: tuple[float, ...] = (), level_s: float = 60.0,
+                  spike: float = 0.0, spike_s: float = 60.0) -> dict:
     """Run the benchmark; returns the report (see the module docstring). With `ramp`, new pairs
-    arrive at ramp[0] per second for `level_s`, then ramp[1], ...; `duration_s` is then the ramp's."""
+    arrive at ramp[0] per second for `level_s`, then ramp[1], ...; `duration_s` is then the ramp's.
+    With `spike` (a factor, e.g. 10), events arrive at spike x `rate` for `spike_s` seconds starting
+    a third of the way in (loopback only); the report adds each worker's peak RSS and the time the
+    stream stages took to drain the spike (lag back under 2 s of steady traffic)."""
     from streams.bench import machine
     from streams.producer import EventProducer
     from streams.settings import Settings
@@ -148,8 +152,12 @@ def run_e2e_bench(rate: float = 50.0, duration_s: float = 180.0, new_pairs_per_s
         t0 = time.monotonic()
         wall0 = time.time()
         next_new = t0
+        next_send = t0
+        spike_at = (t0 + duration_s / 3, t0 + duration_s / 3 + spike_s) if spike > 1 else (0.0, 0.0)
+        spike_sent = 0
         bar = tqdm(total=int(rate * duration_s), unit="ev", desc="e2e events", disable=not progress)
         while (now := time.monotonic()) - t0 < duration_s:
+            in_spike = spike_at[0] <= now < spike_at[1]
             level = min(int((now - t0) // level_s), len(levels) - 1)
             if now >= next_new and pending:  # a new pair earns generation: 3 events, clicked and bought
                 pair = pending.pop()
@@ -168,10 +176,12 @@ def run_e2e_bench(rate: float = 50.0, duration_s: float = 180.0, new_pairs_per_s
                 bought, clicked = False, rng.random() < 0.2
             producer.send(parse_search_buy(json.dumps(_event(sent, q, pid, bought, clicked)).encode()))
             sent += 1
+            spike_sent += in_spike
             bar.update(1)
             if sent % int(rate * 2) == 0:
                 stack.check_alive()
-            ahead = sent / rate - (time.monotonic() - t0)
+            next_send += 1 / (rate * spike if in_spike else rate)
+            ahead = next_send - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
         producer.flush()
@@ -228,6 +238,12 @@ def run_e2e_bench(rate: float = 50.0, duration_s: float = 180.0, new_pairs_per_s
             "stream_lag_p50": sorted(lag_samples)[len(lag_samples) // 2] if lag_samples else 0,
             "batch": {"max_size": int(env["INTENTFLOW_BATCH__MAX_SIZE"]), "max_wait_ms": int(env["INTENTFLOW_BATCH__MAX_WAIT_MS"])},
         }
+        if spike > 1:
+            after = [(t, sum(lag[st] for st, _, _ in stream_stages)) for t, _, lag in sampler.offsets if t >= spike_at[1]]
+            back = next((t for t, lag in after if lag <= 2 * rate), None)
+            out["spike"] = {"factor": spike, "seconds": spike_s, "events": spike_sent,
+                            "stream_drain_after_spike_s": round(back - spike_at[1], 1) if back is not None else None,
+                            "peak_rss_mb": stack.peak_rss_mb()}
         if ramp:
             out.update({"ramp": per_level, "level_s": level_s, "saturation_new_pairs_per_s": saturation,
                         "levels_within_target": sustained})

@@ -65,7 +65,8 @@ def infra_up(no_redis: bool, as_json: bool) -> None:
     out = {"broker": s.broker, "broker_pid": services.broker_up(_broker_port(s), run).pid()}
     if not no_redis:
         out.update(redis=f"127.0.0.1:{s.redis_port}", redis_pid=services.redis_up(s.redis_port, run).pid())
-    out["topics_created"] = services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication, compacted=_compacted())
+    out["topics_created"] = services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication,
+                                                   compacted=_compacted(), security=s.kafka)
     _emit(out, as_json)
 
 
@@ -88,7 +89,7 @@ def infra_status(as_json: bool) -> None:
     from infra import services
 
     s = get_settings()
-    out = {"broker": services.broker_healthy(s.broker), "redis": services.redis_ping(s.redis_port)}
+    out = {"broker": services.broker_healthy(s.broker, security=s.kafka), "redis": services.redis_ping(s.redis_port)}
     _emit(out, as_json)
     sys.exit(0 if all(out.values()) else 1)
 
@@ -104,7 +105,8 @@ def topics_create() -> None:
     from infra import services
 
     s = get_settings()
-    created = services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication, compacted=_compacted())
+    created = services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication, compacted=_compacted(),
+                                     security=s.kafka)
     click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
 
 
@@ -134,7 +136,8 @@ def worker(web_port: int | None, loglevel: str | None, faust_args: tuple[str, ..
     from infra import services
 
     s = get_settings()
-    services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication, compacted=_compacted())
+    services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication, compacted=_compacted(),
+                           security=s.kafka)
     from streams.app import app
 
     import asyncio
@@ -197,16 +200,17 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     from infra.kafka_compat import end_offsets
+    from infra.kafka_conf import client_config
     from processors.dlq import NotRedrivable, redrive
 
     s = get_settings()
-    ends = end_offsets(s.broker, [topic])
-    c = Consumer({"bootstrap.servers": s.broker, "group.id": group, "enable.auto.commit": False,
-                  "auto.offset.reset": "earliest"})
+    ends = end_offsets(s.broker, [topic], security=s.kafka)
+    c = Consumer(client_config(s.broker, s.kafka, {"group.id": group, "enable.auto.commit": False,
+                                                   "auto.offset.reset": "earliest"}))
     starts = {tp.partition: max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for (_, p) in ends], 10)}
     todo = {p for (_, p), e in ends.items() if e > starts.get(p, 0)}
     c.assign([TopicPartition(topic, p, starts.get(p, 0)) for p in todo])
-    p = Producer({"bootstrap.servers": s.broker, "enable.idempotence": True, "acks": "all"})
+    p = Producer(client_config(s.broker, s.kafka, {"enable.idempotence": True, "acks": "all"}))
     counts: Counter = Counter()
     first_error = None
     last: dict[int, int] = {}
@@ -469,8 +473,12 @@ def demo(events: int | None, rate: float | None, timeout: float, stall: float, k
         report = run_demo(events=events, rate=rate, timeout=timeout, keep=keep, progress=not as_json, data_dir=data_dir,
                           critic=critic_dir or os.environ.get("INTENTFLOW_FILTER__CRITIC"), stall_s=stall)
     except Exception as e:  # noqa: BLE001 - the main job ends in a readable message, the trace goes to a file
-        trace = Path(data_dir or ".intentflow/demo-error.log")
-        trace = trace / "demo-error.log" if trace.is_dir() else trace
+        from streams.stack import Stack
+
+        # into the data dir only when the demo made it (it holds the stack's marker): never into a
+        # folder it refused or did not create
+        made = data_dir and (Path(data_dir) / Stack.MARKER).exists()
+        trace = Path(data_dir) / "demo-error.log" if made else Path(".intentflow") / "demo-error.log"
         trace.parent.mkdir(parents=True, exist_ok=True)
         trace.write_text(traceback.format_exc())
         report = {"ok": False, "error": repr(e),
@@ -539,14 +547,18 @@ def bench_features(rows: int, batch: int, single: int, reads: int, gc_freeze: bo
 @click.option("--ramp", default="", help="comma-separated new-pairs rates run in turn (e.g. 0.25,0.5,1,1.5): "
               "finds the saturation point, the highest rate with p95 freshness <= 30 s")
 @click.option("--level-s", default=90.0, show_default=True, help="seconds per ramp level")
+@click.option("--spike", default=0.0, show_default=True, help="a spike of this many times --rate, a third of the way in")
+@click.option("--spike-s", default=60.0, show_default=True, help="seconds the spike lasts")
 @click.option("--json", "as_json", is_flag=True)
-def bench_e2e(rate: float, duration: float, new_pairs_per_s: float, ramp: str, level_s: float, as_json: bool) -> None:
+def bench_e2e(rate: float, duration: float, new_pairs_per_s: float, ramp: str, level_s: float, spike: float,
+              spike_s: float, as_json: bool) -> None:
     """The whole pipeline under steady traffic: freshness p50/p95/p99, each stage's throughput,
     generation requests/s, and with --ramp the saturation point in new pairs/s."""
     from streams.bench_e2e import run_e2e_bench
 
     levels = tuple(float(x) for x in ramp.split(",") if x.strip())
-    _emit(run_e2e_bench(rate, duration, new_pairs_per_s, progress=not as_json, ramp=levels, level_s=level_s), as_json)
+    _emit(run_e2e_bench(rate, duration, new_pairs_per_s, progress=not as_json, ramp=levels, level_s=level_s,
+                        spike=spike, spike_s=spike_s), as_json)
 
 
 if __name__ == "__main__":

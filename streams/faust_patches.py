@@ -17,6 +17,11 @@ the bytes on the wire, without Faust's codec lookups per message (a public exten
 
 4. `skip_event_sensors`: Faust calls every sensor (its Monitor at least) four times per event;
 our Prometheus counters are kept per micro-batch, so a worker may skip those calls.
+
+5. `settle_before_commit`: Faust flushes its producer and then commits offsets, whether or not
+what the producer sent was accepted. Our table changelogs are written without waiting for each
+acknowledgement (streams/state.py); before any commit, every such write must be acknowledged and a
+refused one sent again (streams.state.settle), or the commit is not made (it raises).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import inspect
 import logging
 import re
 import textwrap
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import faust
 
@@ -62,7 +67,8 @@ def apply_fastpath() -> bool:
 _hw_applied = False
 
 
-def apply_true_highwaters(bootstrap: str) -> None:
+def apply_true_highwaters(bootstrap: str, security: Any = None) -> None:
+    """`security`: generators.config.KafkaSecurity of the probe's client (None: from the environment)."""
     global _hw_applied
     if _hw_applied:
         return
@@ -79,7 +85,8 @@ def apply_true_highwaters(bootstrap: str) -> None:
         if self.consumer.in_transaction:
             return reported
         fixed = await asyncio.to_thread(
-            true_end_offsets, bootstrap, {(tp.topic, tp.partition): v for tp, v in reported.items()})
+            true_end_offsets, bootstrap, {(tp.topic, tp.partition): v for tp, v in reported.items()},
+            security=security)
         return {tp: fixed[(tp.topic, tp.partition)] for tp in reported}
 
     fa.AIOKafkaConsumerThread._highwaters = _highwaters
@@ -110,3 +117,24 @@ def skip_event_sensors(app: Any) -> None:
     Sensors still see everything else (commits, table and send events, lag)."""
     for hook in ("on_message_in", "on_stream_event_in", "on_stream_event_out", "on_message_out"):
         setattr(app.sensors, hook, _no_sensor)
+
+
+_settle_applied = False
+
+
+def settle_before_commit(settle: Callable[[Any], Awaitable[None]]) -> None:
+    """Call `settle(app)` before every offset commit of a Faust consumer (all of its commit paths
+    go through Consumer._commit_offsets in 0.15.3); an exception from it leaves the offsets as they were."""
+    global _settle_applied
+    if _settle_applied:
+        return
+    import faust.transport.consumer as fc
+
+    original = fc.Consumer._commit_offsets
+
+    async def _commit_offsets(self, offsets, start_new_transaction: bool = True) -> bool:
+        await settle(self.app)
+        return await original(self, offsets, start_new_transaction=start_new_transaction)
+
+    fc.Consumer._commit_offsets = _commit_offsets
+    _settle_applied = True

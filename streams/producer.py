@@ -44,9 +44,13 @@ class DeliveryError(RuntimeError):
         self.errors = errors
 
 
-def producer_config(bootstrap: str, **overrides: Any) -> dict:
-    cfg = {
-        "bootstrap.servers": bootstrap,
+def producer_config(bootstrap: str, security=None, **overrides: Any) -> dict:
+    """`security`: generators.config.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment).
+    `overrides`: librdkafka options (**{"linger.ms": 20})."""
+    from infra.kafka_conf import client_config
+
+    cfg = client_config(bootstrap, security)
+    cfg.update({
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -54,7 +58,7 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict:
         "queue.buffering.max.messages": 200000,
         "partitioner": "murmur2_random",
         "message.timeout.ms": 30000,
-    }
+    })
     cfg.update(overrides)
     return cfg
 
@@ -63,7 +67,7 @@ class EventProducer:
     def __init__(self, settings: Settings | None = None, **config: Any) -> None:
         self.settings = settings or get_settings()
         self.topics = self.settings.topics
-        self._p = Producer(producer_config(self.settings.broker, **config))
+        self._p = Producer(producer_config(self.settings.broker, self.settings.kafka, **config))
         self.delivered = 0
         self.errors: list[str] = []
 

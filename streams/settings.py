@@ -7,10 +7,12 @@ Nested groups use a double underscore: INTENTFLOW_SAMPLING__MIN_EVENTS=5, INTENT
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from generators.config import KafkaSecurity  # one model for both sides' Kafka clients
 from processors.config import BatchConfig, DedupConfig, SamplingConfig
 from processors.features import FeatureConfig
 
@@ -45,8 +47,10 @@ class Settings(BaseSettings):
     gc_freeze: bool = Field(True, description="freeze the objects a worker holds after start-up (gc.freeze) so the collector stops rescanning them (measured in docs/BENCHMARKS.md)")
     faust_fastpath: bool = Field(True, description="skip Faust's per-message wait_first when flow is not suspended (streams/faust_patches.py)")
     faust_event_sensors: bool = Field(False, description="call Faust's sensors (its Monitor, any added) for every event, and take micro-batches through Faust's Stream.take_events; off: agents read their channel directly (streams/take.py), sensors still see commits, sends and tables, and intentflow's own metrics count every event per micro-batch")
+    web_token: str = Field("", description="token for the worker's web requests that change something (header `Authorization: Bearer TOKEN`); empty: such requests are refused. Required for every request when the web server binds beyond loopback")
     # local services started by `intentflow infra up`
     redis_port: int = Field(16379, description="port of the local Redis (loopback)")
+    kafka: KafkaSecurity = KafkaSecurity()
     topics: Topics = Topics()
     sampling: SamplingConfig = SamplingConfig()
     dedup: DedupConfig = DedupConfig()
@@ -56,6 +60,44 @@ class Settings(BaseSettings):
     @property
     def kafka_url(self) -> str:
         return ";".join(f"kafka://{h}" for h in self.broker.split(","))
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def ssl_context(k: KafkaSecurity):
+    """The TLS context of INTENTFLOW_KAFKA__SSL_*: the CA file (else the system's), and the client
+    certificate and key for mutual TLS."""
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=k.ssl_ca_location or None)
+    if k.ssl_certificate_location:
+        ctx.load_cert_chain(k.ssl_certificate_location, k.ssl_key_location or None)
+    return ctx
+
+
+def faust_credentials(k: KafkaSecurity) -> Any:
+    """The Faust worker's `broker_credentials` for the same options the confluent-kafka clients get
+    (KafkaSecurity.librdkafka()): None for plaintext, faust.SSLCredentials or faust.SASLCredentials.
+    Raises ValueError for what the settings cannot express to aiokafka (OAUTHBEARER needs a token
+    provider in code)."""
+    protocol = (k.security_protocol or "PLAINTEXT").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ValueError(f"INTENTFLOW_KAFKA__SECURITY_PROTOCOL={k.security_protocol!r}: one of {', '.join(SECURITY_PROTOCOLS)}")
+    if protocol == "PLAINTEXT":
+        return None
+    import faust
+
+    tls = ssl_context(k) if protocol.endswith("SSL") else None
+    if protocol == "SSL":
+        return faust.SSLCredentials(tls)
+    mechanism = (k.sasl_mechanism or "PLAIN").upper()
+    if mechanism not in SASL_MECHANISMS:
+        raise ValueError(f"INTENTFLOW_KAFKA__SASL_MECHANISM={k.sasl_mechanism!r}: the stream worker supports "
+                         f"{', '.join(SASL_MECHANISMS)}")
+    return faust.SASLCredentials(username=k.sasl_username, password=k.sasl_password, ssl_context=tls,
+                                 mechanism=mechanism)
 
 
 @lru_cache

@@ -154,6 +154,18 @@ class Stack:
             if svc:
                 services.down(svc)
 
+    def peak_rss_mb(self) -> dict[str, float | None]:
+        """Each worker's peak resident memory so far (VmHWM from /proc), in MB; None if gone."""
+        out: dict[str, float | None] = {}
+        for p in self.procs:
+            try:
+                status = Path(f"/proc/{p.proc.pid}/status").read_text()
+                kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+                out[p.name] = round(kb / 1024, 1)
+            except (OSError, StopIteration, AttributeError):
+                out[p.name] = None
+        return out
+
     def check_alive(self) -> None:
         for p in self.procs:
             if p.proc and p.proc.poll() is not None:

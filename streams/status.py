@@ -1,7 +1,7 @@
 """Where the pipeline stands: per-stage throughput, consumer lag, dead letters, pass rates, freshness.
 
 Everything is read from the broker (topic end offsets, committed offsets of each stage's consumer
-group, the tail of features.rows) and, when given, from the workers' Prometheus endpoints (filter
+group, the tail of features.rows; every client with the INTENTFLOW_KAFKA__* TLS/SASL options) and, when given, from the workers' Prometheus endpoints (filter
 outcomes per stage). `intentflow status` prints it; the demo builds its report from the same parts.
 """
 
@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from generators.config import MLSettings
 from infra.kafka_compat import end_offsets
+from infra.kafka_conf import client_config
 from infra.topics import existing, read_json
 from processors.filters import STAGES as FILTER_STAGES
 from streams.settings import get_settings
@@ -53,7 +54,7 @@ def committed(broker: str, group: str, topics: list[str], timeout: float = 20.0)
         return {t: 0 for t in topics}
     parts = [TopicPartition(t, p) for (t, p) in end_offsets(broker, have)]
     # OffsetFetch as the group, without joining it (no subscribe): the workers are not disturbed.
-    c = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
+    c = Consumer(client_config(broker, None, {"group.id": group, "enable.auto.commit": False}))
     try:
         got = c.committed(parts, timeout=timeout)
     finally:

@@ -1,8 +1,19 @@
 """The operator page, served by the stream worker's Faust web server (`intentflow worker --web-port N`).
 
-GET /               one self-contained page: the stages live (polls /api/stages) and a knowledge search
-GET /api/stages     this worker's Prometheus metrics (streams/metrics.py) per stage, with freshness quantiles
-GET /api/knowledge  ?query=TEXT | ?product=ID | ?pair=A,B: online features, lineage and augmentation text
+GET  /               one self-contained page: the stages live (polls /api/stages) and a knowledge search
+GET  /api/stages     this worker's Prometheus metrics (streams/metrics.py) per stage, with freshness quantiles
+GET  /api/knowledge  ?query=TEXT | ?product=ID | ?pair=A,B: online features, lineage and augmentation text
+POST /api/requests   ask for knowledge now (a serving cache miss): {"query": TEXT, "product": {...}} or
+                     {"product_a": {...}, "product_b": {...}} -> a priority generation request (202)
+
+Nothing else: Faust's own endpoints (/table/, /router/, statistics, graph, performance) are not
+served (`OperatorWeb`). Access: reads (GET, HEAD) are open while the server binds to loopback, and
+only to requests addressed to a loopback name (a page on another site cannot read them through a
+DNS name that points at 127.0.0.1); anything that changes something (POST) needs
+`Authorization: Bearer <INTENTFLOW_WEB_TOKEN>` (401 without it, 403 with a wrong one; refused
+while no token is set), and so does every request when the server binds beyond loopback (the
+worker refuses to start so without a token). Errors answer with a generic message and an error
+id; the exception, with that id, goes to the log.
 
 Metrics are this process's: with several workers each page shows its own share of the partitions.
 """
@@ -10,12 +21,19 @@ Metrics are this process's: with several workers each page shows its own share o
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
+import json
+import logging
 import math
 import time
+import uuid
 
 from faust import web
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import REGISTRY
 
+log = logging.getLogger("intentflow.web")
 MAX_PARAM = 500
 
 
@@ -117,6 +135,33 @@ def knowledge_params(query) -> tuple[str, str | tuple[str, str]]:
     return kind, value
 
 
+REQUEST_SHAPE = ('give {"query": TEXT, "product": {"product_id": ID, "title": TEXT, ...}} or '
+                 '{"product_a": {...}, "product_b": {...}}')
+
+
+def knowledge_request(body: object, now: float | None = None) -> dict:
+    """A priority GenerationRequest (JSON shape) from a POST /api/requests body: the behaviour the
+    serving side saw (a query and the product shown, or two products bought together). ValueError
+    when the body is not one of those (the details are for the log, not the caller)."""
+    from feature_repo.cache import miss_request
+    from processors.events import Product
+    from processors.requests import GenerationRequest
+
+    if not isinstance(body, dict):
+        raise ValueError(f"body is {type(body).__name__}, not an object")
+    keys = set(body)
+    if keys == {"query", "product"} and isinstance(body["query"], str) and len(body["query"]) <= MAX_PARAM:
+        req = miss_request(body["query"], Product.model_validate(body["product"]).model_dump(exclude_none=True), now=now)
+    elif keys == {"product_a", "product_b"}:
+        a, b = (Product.model_validate(body[k]).model_dump(exclude_none=True) for k in ("product_a", "product_b"))
+        req = miss_request(product_a=a, product_b=b, now=now)
+    else:
+        raise ValueError(f"fields {sorted(keys)}")
+    if req is None:
+        raise ValueError("not enough context")
+    return GenerationRequest.model_validate(req).model_dump(mode="json", exclude_none=True)
+
+
 class _Knowledge:
     """The Feast store, opened on first use and again after a failure. Reads block: one at a time, in a thread."""
 
@@ -125,16 +170,21 @@ class _Knowledge:
 
     async def read(self, kind: str, value) -> dict:
         async with self.lock:
-            try:
-                if self.store is None:
-                    from feature_repo.store import open_store
+            if self.store is None:
+                from feature_repo.store import open_store
 
-                    s = self.settings
+                s = self.settings
+                try:
                     self.store = await asyncio.to_thread(open_store, s.features, s.data_dir, s.redis_port, apply=False)
+                except Exception as e:  # noqa: BLE001 - not set up yet, or the registry is unreadable
+                    raise StoreUnavailable() from e
+            try:
                 return await asyncio.to_thread(self._read, self.store, kind, value)
-            except Exception:
-                self.store = None
+            except (ValueError, TypeError):  # the value makes no key (a control character in an id, ...)
                 raise
+            except Exception as e:  # noqa: BLE001 - the store is down: open it again next time
+                self.store = None
+                raise StoreUnavailable() from e
 
     @staticmethod
     def _read(store, kind: str, value) -> dict:
@@ -151,34 +201,149 @@ class _Knowledge:
                 "features": plain(feats), "augmentation": augmentation(feats) if feats else ""}
 
 
-def register(app, settings) -> None:
-    """Add the operator page and its two JSON endpoints to the app's web server.
+class StoreUnavailable(Exception):
+    """The feature store cannot be read now (the cause is chained, for the log)."""
 
-    Call before the worker starts: Faust's own "/" (a production index, {"status": "OK"}) is added
-    when the server starts, after these, and aiohttp answers with the route added first."""
+
+class OperatorWeb(AiohttpWeb):
+    """Faust's aiohttp web server with none of Faust's built-in endpoints: /router/ and /table/
+    (table contents, cluster routes), the statistics and production index at /, /assignment/,
+    /graph/, /performance/. Only the pages the app registers are served."""
+
+    default_blueprints = ()
+    production_blueprints = ()
+    debug_blueprints = ()
+    optional_blueprints = ()
+
+
+def loopback(host: str | None) -> bool:
+    """Whether a bind address or Host name is this machine only."""
+    if not host:
+        return False
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(request) -> str:
+    host = request.headers.get("Host", "")
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def access(method: str, host: str, authorization: str | None, token: str, bind: str) -> tuple[int, str] | None:
+    """None when the request may go on, else (status, message). Reads are open on a loopback-bound
+    server to loopback Host names; writes, and everything on a server bound beyond loopback, need
+    the token."""
+    write = method.upper() not in ("GET", "HEAD", "OPTIONS")
+    if not write and loopback(bind) and loopback(host):
+        return None
+    if not token:
+        return 403, ("this request changes something: set INTENTFLOW_WEB_TOKEN on the worker to allow it" if write
+                     else "this server binds beyond loopback and has no INTENTFLOW_WEB_TOKEN")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return 401, "send Authorization: Bearer <INTENTFLOW_WEB_TOKEN>"
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return 403, "wrong token"
+    return None
+
+
+def error_body(message: str, error_id: str | None = None) -> dict:
+    return {"error": message, "error_id": error_id or uuid.uuid4().hex[:16]}
+
+
+class OperatorView(web.View):
+    """Every view of the page: the access check first; any exception becomes a generic answer with
+    an error id (500), logged with its traceback."""
+
+    token = ""
+
+    def _error(self, status: int, message: str, error_id: str | None = None, **headers: str) -> web.Response:
+        return self.json(error_body(message, error_id), status=status, headers=headers or None)
+
+    async def dispatch(self, request):
+        denied = access(request.method, _host_name(request), request.headers.get("Authorization"), self.token,
+                        self.app.conf.web_bind)
+        if denied:
+            status, message = denied
+            log.warning("web %s %s refused (%d): %s", request.method, request.path, status, message)
+            return self._error(status, message, **({"WWW-Authenticate": "Bearer"} if status == 401 else {}))
+        try:
+            return await super().dispatch(request)
+        except Exception:  # noqa: BLE001 - the caller learns an id, the log the cause
+            error_id = uuid.uuid4().hex[:16]
+            log.exception("web %s %s failed (error id %s)", request.method, request.path, error_id)
+            return self._error(500, "internal error", error_id)
+
+
+def register(app, settings, request_topic=None) -> None:
+    """Serve the operator page, its JSON endpoints and (with `request_topic`, the priority request
+    topic) POST /api/requests from the app's web server, and nothing else.
+
+    Call before the worker starts (and before anything touches `app.web`)."""
+    app._new_web = lambda: OperatorWeb(app)  # App.web is built by this on first use
     knowledge = _Knowledge(settings)
+    base = type("View", (OperatorView,), {"token": settings.web_token})
+
+    def on_webserver_init(web_) -> None:
+        bind = app.conf.web_bind
+        if not loopback(bind) and not settings.web_token:
+            raise RuntimeError(f"the web server would bind to {bind} without a token: set INTENTFLOW_WEB_TOKEN, "
+                               "or bind to 127.0.0.1 (intentflow worker does)")
+        log.info("operator page on %s (%s)", bind, "loopback" if loopback(bind) else "token required")
+
+    app.on_webserver_init = on_webserver_init
 
     @app.page("/", name="intentflow_page")
-    class Page(web.View):
+    class Page(base):
         async def get(self, request: web.Request) -> web.Response:
             return self.html(PAGE)
 
     @app.page("/api/stages", name="intentflow_stages")
-    class Stages(web.View):
+    class Stages(base):
         async def get(self, request: web.Request) -> web.Response:
             return self.json(stages(self.app))
 
     @app.page("/api/knowledge", name="intentflow_knowledge")
-    class Knowledge(web.View):
+    class Knowledge(base):
         async def get(self, request: web.Request) -> web.Response:
             try:
                 kind, value = knowledge_params(request.query)
-            except ValueError as e:
-                return self.error(400, str(e))
+            except ValueError as e:  # our own usage text: safe to show
+                return self._error(400, str(e))
             try:
                 return self.json(await knowledge.read(kind, value))
-            except Exception as e:  # noqa: BLE001 - the store is down or not set up yet: say so, keep serving
-                return self.error(503, f"feature store unavailable: {type(e).__name__}: {e}")
+            except (ValueError, TypeError):
+                error_id = uuid.uuid4().hex[:16]
+                log.warning("web knowledge %s: unusable value (error id %s)", kind, error_id, exc_info=True)
+                return self._error(400, f"this {kind} cannot be looked up (ids and text without control characters)",
+                                   error_id)
+            except StoreUnavailable:  # the store is down or not set up yet: say so, keep serving
+                error_id = uuid.uuid4().hex[:16]
+                log.warning("web knowledge: feature store unavailable (error id %s)", error_id, exc_info=True)
+                return self._error(503, "feature store unavailable", error_id)
+
+    if request_topic is not None:
+        @app.page("/api/requests", name="intentflow_requests")
+        class Requests(base):
+            async def post(self, request: web.Request) -> web.Response:
+                try:
+                    body = json.loads(await self.web.read_request_content(request))
+                    req = await asyncio.to_thread(knowledge_request, body)
+                except ValueError:  # JSON and pydantic errors alike
+                    error_id = uuid.uuid4().hex[:16]
+                    log.warning("web request for knowledge refused (error id %s)", error_id, exc_info=True)
+                    return self._error(400, REQUEST_SHAPE, error_id)
+                sent = await request_topic.send(key=req["pair_key"].encode(), value=json.dumps(req).encode())
+                await sent  # the broker has it
+                log.info("knowledge requested over the web: %s (%s)", req["pair_key"], req["request_id"])
+                return self.json({"request_id": req["request_id"], "pair_key": req["pair_key"]}, status=202)
 
 
 PAGE = """<!doctype html>
@@ -327,7 +492,7 @@ async function search(ev) {
   try {
     const r = await fetch("/api/knowledge?" + new URLSearchParams({[kind]: value}), {cache: "no-store"});
     const d = await r.json();
-    if (!r.ok) throw new Error(d.error || "HTTP " + r.status);
+    if (!r.ok) throw new Error((d.error || "HTTP " + r.status) + (d.error_id ? " (error id " + d.error_id + ")" : ""));
     const shown = Array.isArray(d.value) ? d.value.join(" + ") : d.value;
     const head = el("div", {}, kind + " ", el("b", {}, shown), d.found ? "" : ": no knowledge yet");
     if (!d.found) { out.replaceChildren(head); out.dataset.state = "not-found"; return; }

@@ -41,7 +41,7 @@ def test_demo_reports_knowledge_and_features_and_stops_everything(tmp_path):
     assert report["ok"] and report["events"]["sent"] == 300
     assert report["sampled_requests"] > 0 and report["batched_requests"] > 0
     assert report["candidates"] > 0 and 0 < report["edges"] <= report["candidates"]
-    assert [x["stage"] for x in report["filter"]][:4] == ["fluency", "restatement", "generic", "paraphrase"]
+    assert [x["stage"] for x in report["filter"]][:4] == ["safety", "fluency", "restatement", "echo"]
     assert report["feature_rows"]["query_intents"] > 0 and report["feature_rows"]["product_knowledge"] > 0
     f = report["freshness_s"]
     assert f["n"] > 0 and 0 < f["p50"] <= f["p95"] <= f["max"] < 600

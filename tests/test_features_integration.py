@@ -159,3 +159,58 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
         assert registry.stat().st_mtime_ns == before
     finally:
         worker.stop()
+
+
+def test_a_row_no_store_takes_is_dead_lettered_and_a_stopping_worker_ends_its_retries(broker, redis, tmp_path):
+    """A deterministic failure (a product title that is a number: no string feature can hold it) costs
+    that entity's update, dead-lettered with the reason and its original bytes, and nothing else;
+    a store that is down is retried, and SIGTERM ends the retrying worker promptly."""
+    import base64
+
+    data = tmp_path / "data"
+    env = worker_env(broker, data, INTENTFLOW_REDIS_PORT=str(redis.port), INTENTFLOW_FEATURES__OFFLINE_FLUSH_S="0.5",
+                     INTENTFLOW_FEATURES__RETRY_MAX_S="30")
+    services.ensure_topics(broker, TOPICS + ["behavior.dlq"], 4)
+    t0 = time.time() - AGE_S
+    good = _edges(["shoes for pregnant women", "non slip shoes"], t0)
+    poison = search_edge("clogs for nurses", product("PX", 42, "clogs"), "used_for_audience", "nurses", 0.9, t0)
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        _produce(broker, good + [poison])
+        wait_caught_up(broker, "intentflow", TOPICS, timeout=120, settle=1.5)
+
+        (dead,) = [d for d in read_json(broker, "behavior.dlq") if d.get("stage") == "write_features"]
+        assert dead["kind"] == "feature_row_rejected" and dead["source_topic"] == "features.by_entity"
+        assert "product_knowledge row rejected" in dead["error"] and "TypeError" in dead["error"]
+        original = json.loads(base64.b64decode(dead["value_b64"]))
+        assert original["id"] == poison["edge_id"] and original["meta"]["title"] == 42
+        assert base64.b64decode(dead["key_b64"]) == b"product|PX" and dead["offset"] >= 0
+
+        from feature_repo.client import FeatureReader
+        from feature_repo.store import open_store
+        from processors.features import FeatureConfig
+
+        store = open_store(FeatureConfig(repo_dir=str(data / "feast"), redis=f"127.0.0.1:{redis.port}"), str(data),
+                           redis.port, apply=False)
+        reader = FeatureReader(store)
+        ref = reference(good + [poison])
+        for q in ("shoes for pregnant women", "non slip shoes", "clogs for nurses"):  # the query's row was fine
+            assert reader.query(q)["query_intents"]["edge_ids"] == ref[f"query|{features.query_id(q)}"]["query_intents"]["edge_ids"]
+        assert reader.product("P0")["product_knowledge"]["edge_ids"] == ref["product|P0"]["product_knowledge"]["edge_ids"]
+        rows = read_json(broker, "features.rows")
+        assert not [r for r in rows if r["view"] == "product_knowledge" and r["row"]["product_id"] == "PX"]
+
+        # the online store goes down while knowledge arrives: retried (backoff up to 30 s) until SIGTERM
+        services.down(redis)
+        _produce(broker, _edges(["waterproof boots"], t0 + 100))
+        deadline = time.monotonic() + 30
+        while b"retrying" not in (tmp_path / "worker.log").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert b"retrying" in (tmp_path / "worker.log").read_bytes(), worker.tail()
+        time.sleep(8)  # the backoff has grown past what a stop may wait
+        t_stop = time.monotonic()
+        worker.stop(timeout=25)
+        assert time.monotonic() - t_stop < 25
+    finally:
+        worker.stop()

@@ -111,3 +111,26 @@ def test_edge_ids_are_stable_across_replays():
 
     assert edge_id("q", "xWant", "Go Hiking!") == edge_id("q", "xWant", "go hiking")
     assert edge_id("q", "xWant", "go hiking") != edge_id("q", "used_for_event", "go hiking")
+
+
+def test_self_evaluation_runs_in_the_stream_with_per_relation_thresholds(broker, settings, vllm_engine):
+    """`filter-worker --self-eval`: the generation engine in process scores the candidates, against
+    the thresholds in settings (impossible for audiences, always met for wants). The critic is off
+    here so that both reach the self-evaluation stage."""
+    from generators.cli import filter_pipeline
+
+    f = settings.filter.model_copy(update={"self_eval_by_relation": {"used_for_audience": 2.0, "xWant": -2.0}})
+    s = settings.model_copy(update={"filter": f})
+    make, version = filter_pipeline(s, "off", engine=vllm_engine)
+    cands = [cand(0, "nurses on long shifts"), cand(1, "stand all day at work", relation="xWant")]
+    p = Producer({"bootstrap.servers": broker})
+    for c in cands:
+        p.produce(s.topics.candidates, json.dumps(c).encode(), c["pair_key"].encode())
+    p.flush(10)
+    del p
+    FilterWorker(make, s, critic_version=version).run(max_candidates=2, idle_exit_s=30)
+    (rejected,) = read_topic(broker, s.topics.rejected)
+    (edge,) = read_topic(broker, s.topics.edges)
+    assert rejected["tail"] == "nurses on long shifts" and rejected["stage"] == "self_eval"
+    assert edge["tail"] == "stand all day at work" and -1.0 <= edge["scores"]["self_eval"] <= 1.0
+    assert edge["scorer"] == "self_eval" and edge["score"] == round((edge["scores"]["self_eval"] + 1) / 2, 4)
