@@ -180,10 +180,16 @@ def critic_info(edges: list[dict], setting: str | None) -> dict:
         info["off"] = True
         return info
     meta = json.loads((Path(path) / "critic.json").read_text())
+    held = meta.get("heldout") or {}
+    by = {k.split(":", 1)[1]: v for k, v in held.items() if k.startswith("behavior:")}
+    gen = held.get("generated") or {}
     info.update({"path": str(path), "version": meta.get("version"), "kind": meta.get("kind"),
-                 "accuracy": meta.get("heldout_accuracy_by_behavior") or meta.get("heldout_accuracy"),
-                 "baseline_word_overlap": meta.get("baseline_word_overlap_by_behavior") or meta.get("baseline_word_overlap"),
-                 "split": meta.get("split", {}).get("kind") if isinstance(meta.get("split"), dict) else meta.get("split")})
+                 "accuracy": {k: v.get("accuracy") for k, v in by.items()} or meta.get("heldout_accuracy"),
+                 "baseline_word_overlap": {k: v.get("word_overlap") for k, v in by.items()} or meta.get("baseline_word_overlap"),
+                 # what it keeps of the generator's own held-out output, labelled by hand
+                 "generated": {k: gen.get(k) for k in ("precision", "keeps_plausible", "rejects_implausible",
+                                                       "plausible", "implausible")} if gen else None,
+                 "split": "grouped by product, gold text and query" if (meta.get("split") or {}).get("holds") else None})
     return info
 
 
@@ -293,8 +299,12 @@ def _critic_line(c: dict) -> str:
         acc = ", ".join(f"{k} {v:.2f}" for k, v in acc.items() if isinstance(v, (int, float)))
     if isinstance(base, dict):
         base = ", ".join(f"{k} {v:.2f}" for k, v in base.items() if isinstance(v, (int, float)))
+    g = c.get("generated") or {}
+    gen = (f"; on the generator's held-out output (labelled by hand) it keeps {g['keeps_plausible']:.0%} of the "
+           f"plausible and {1 - g['rejects_implausible']:.0%} of the implausible: precision {g['precision']:.2f}"
+           if g.get("precision") is not None else "")
     return (f"{c.get('version')} ({c.get('kind')}); grouped-split accuracy {acc}"
-            + (f" (word overlap {base})" if base else ""))
+            + (f" (word overlap {base})" if base else "") + gen)
 
 
 def _score_line(sc: dict) -> str:
