@@ -144,7 +144,7 @@ def run_features_bench(rows: int = 20000, batch: int = 2000, single: int = 500, 
             for i in tqdm(range(reads if n == 1 else reads // 10), desc=f"reads of {n}", disable=not progress):
                 sample = [ids[(i * 7919 + j * 104729) % len(ids)] for j in range(n)]
                 s = time.perf_counter()
-                got = reader._read(["product_knowledge"], [{"product_id": p} for p in sample])
+                got = reader._read(["product_knowledge"], [{"product_id": p} for p in sample])  # noqa: SLF001
                 lat.append((time.perf_counter() - s) * 1000)
                 assert all(g for g in got), "a pushed product was not readable"
                 keys = [rkey(p) for p in sample]
@@ -167,7 +167,7 @@ def run_features_bench(rows: int = 20000, batch: int = 2000, single: int = 500, 
             for i in range(reads // 10):
                 sample = [ids[(i * 7919 + j * 104729) % len(ids)] for j in range(100)]
                 s = time.perf_counter()
-                reader._read(["product_knowledge"], [{"product_id": p} for p in sample])
+                reader._read(["product_knowledge"], [{"product_id": p} for p in sample])  # noqa: SLF001
                 lat.append((time.perf_counter() - s) * 1000)
             out["read_100_not_frozen_p50_ms"] = round(statistics.median(lat), 3)
             out["read_100_not_frozen_p99_ms"] = round(_pct(lat, 99), 3)

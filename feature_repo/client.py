@@ -168,14 +168,14 @@ class Pusher:
         fv, key, convs = self._view(view)
         if self.lean:
             if view not in self._writers:
-                online = self.store._get_provider().online_store
-                self._writers[view] = RedisLayoutWriter(self.store.config, online._get_client(self.store.config.online_store),
+                online = self.store._get_provider().online_store  # noqa: SLF001 - Feast: no public online client
+                self._writers[view] = RedisLayoutWriter(self.store.config, online._get_client(self.store.config.online_store),  # noqa: SLF001
                                                         fv, convs)
             self._writers[view].write(rows)
             return
         data = [(entity_key(key, r[key]), {n: c(r[n]) for n, c in convs if n in r},
                  datetime.fromtimestamp(r["row_ts"], tz=timezone.utc), None) for r in rows]
-        self.store._get_provider().online_write_batch(self.store.config, fv, data, None)
+        self.store._get_provider().online_write_batch(self.store.config, fv, data, None)  # noqa: SLF001
 
     def _offline(self, view: str, rows: list[dict]) -> None:
         df = frame(rows, [f.name for f in self._view(view)[0].features])

@@ -34,7 +34,9 @@ def repo_config(cfg: FeatureConfig, data_dir: str, redis_port: int) -> RepoConfi
     else:
         online = {"type": "sqlite", "path": str(root / "online.db")}
     return RepoConfig(project=PROJECT, provider="local", registry=str(registry_path(cfg, data_dir)), online_store=online,
-                      offline_store={"type": "feature_repo.offline.PartsFileOfflineStore"},
+                      offline_store={"type": "feature_repo.offline.PartsFileOfflineStore",
+                                     "compact_parts": cfg.offline_compact_parts,
+                                     "compact_part_mb": cfg.offline_compact_part_mb},
                       entity_key_serialization_version=3, repo_path=str(root))
 
 

@@ -70,9 +70,12 @@ import random
 import re
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from generators.scorers import Embedder
 
 log = logging.getLogger(__name__)
 

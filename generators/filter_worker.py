@@ -174,7 +174,7 @@ class FilterWorker:
                 for m in self.consumer.consume(self.batch_size, self.batch_wait_s):
                     if not m.error():
                         msgs.append(m)
-                    elif m.error().code() != KafkaError._PARTITION_EOF:
+                    elif m.error().code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - confluent-kafka's name
                         log.warning("consumer error: %s", m.error())
                 if not msgs:
                     if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:

@@ -177,7 +177,7 @@ class GenerationWorker:
             if msg is None:
                 continue
             if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
+                if msg.error().code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - confluent-kafka's name
                     log.warning("consumer error: %s", msg.error())
                 continue
             return source, msg

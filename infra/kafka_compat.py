@@ -34,7 +34,7 @@ def true_end_offsets(bootstrap: str, ends: dict[tuple[str, int], int], timeout: 
             for m in c.consume(1000, 0.2):
                 k = (m.topic(), m.partition())
                 if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
+                    if m.error().code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - confluent-kafka's name
                         pending.discard(k)
                     continue
                 out[k] = max(out[k], m.offset() + 1)

@@ -38,6 +38,8 @@ class FeatureConfig(BaseModel):
     push_wait_ms: int = Field(200, ge=1, description="flush a partial online push after this long")
     offline_flush_rows: int = Field(20000, ge=1, description="feature rows per offline write")
     offline_flush_s: float = Field(5.0, gt=0, description="flush pending offline rows after this long")
+    offline_compact_parts: int = Field(64, ge=0, description="each offline flush adds a Parquet part per view; once a view has this many parts under offline_compact_part_mb they are merged into one (0: never)")
+    offline_compact_part_mb: int = Field(256, ge=1, description="offline parts of this size (MiB) or more are not merged again, so a compaction's cost does not grow with the view's history")
     retry_max_s: float = Field(30.0, gt=0, description="longest backoff between retries when a store fails (retries never give up)")
     cache_size: int = Field(10000, ge=1, description="tier-1 cache entries in a reading client")
 

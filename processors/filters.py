@@ -3,11 +3,12 @@
 COSMO kept 35% of search-buy and 9% of co-purchase explanations: precision over recall. The
 stages, in order, each with what it exists for:
 
-1. safety: contact details (URL, e-mail, phone) or instruction-like text, also copied from the
-   input (processors/safety.py);
+1. safety: contact details (URL, e-mail, phone), advertising ("buy now") or instruction-like
+   text, also copied from the input (processors/safety.py);
 2. fluency: no words in any script, run-on or repeated text, keyboard noise, and the item's own
    mean token log-prob under the generator (per item, from the tokens of that list item) or, for
-   candidates without one, under the small LM;
+   candidates without one, under the small LM (that model half runs after the rule stages 3-5,
+   on what they kept, and rejects as "fluency");
 3. restatement: the candidate says what the input already says: near-equal to the query, a type or
    a title, or all its content words contained in one product's title and type (a title fragment,
    the own type with an article, the other product of a co-purchase). A part of the query that
@@ -32,6 +33,7 @@ and the context that applies: `query`, `product_title`, `product_type` (search-b
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import unicodedata
@@ -65,9 +67,19 @@ GENERIC_WORDS = frozenset("""
 ISA = {"isA", "is_a"}
 
 
+def script_share(text: str, scripts: Sequence[str]) -> float:
+    """Share of the letters of `text` whose Unicode name starts with one of `scripts` ("LATIN",
+    "CYRILLIC", "CJK", "HIRAGANA", ...); 1.0 for text without letters."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return 1.0
+    ok = sum(1 for ch in letters if unicodedata.name(ch, "").startswith(tuple(scripts)))
+    return ok / len(letters)
+
+
 class FilterConfig(BaseModel):
     min_mean_logprob: float = Field(-4.5, description="fluency: a tail's own mean token log-prob under the generator below this is garbage (SmolLM2, per item; measured in docs/BENCHMARKS.md)")
-    min_lm_logprob: float = Field(-8.0, description="fluency for candidates without generation log-probs (hand-written, `intentflow filter`): the tail's mean token log-prob after its relation's wording under SmolLM2 below this is garbage (word salad about -8.6, odd but fluent phrases -4 to -8)")
+    min_lm_logprob: float = Field(-10.5, description="fluency for candidates without generation log-probs (hand-written, `intentflow filter`): the tail's mean token log-prob after its relation's wording under SmolLM2 below this is garbage (measured: real words in no order -10 to -14; the 344 hand-written plausible explanations of generators/data median -4.5, 7% below -8, 0.3% below -10, none below -11; made-up words -7 to -9 are not separable by it)")
     max_words: int = Field(10, description="fluency: longer tails are run-on text")
     max_repeat_ratio: float = Field(0.5, description="fluency: share of repeated words above which text is malformed")
     restatement_similarity: float = Field(0.85, description="restatement: character similarity to query/type/title at or above this")
@@ -78,6 +90,7 @@ class FilterConfig(BaseModel):
     paraphrase_similarity: float = Field(0.9, description="paraphrase: cosine(tail, context) at or above this")
     critic: str | None = Field("default", description="the critic stage: 'default' = the critic `make models` (bootstrap) trains and caches beside the models (workers fail at start if it is missing); 'off' (or 'none') skips the stage; else a critic folder (`intentflow critic train`)")
     min_plausibility: float = Field(0.5, description="critic: plausibility below this is rejected")
+    critic_scripts: list[str] = Field(["LATIN"], description="scripts the critic's encoder reads (all-MiniLM-L6-v2 is English): a tail whose letters are mostly in another script is rejected by the critic stage as not judged, not scored at random")
     min_self_eval: float = Field(0.0, description="self-evaluation: P(YES) - P(NO) below this is rejected (when enabled)")
     self_eval_by_relation: dict[str, float] = Field(default_factory=dict, description="calibrated per-relation thresholds")
 
@@ -112,9 +125,26 @@ def content(text: str) -> set[str]:
 _GENERIC_STEMS = frozenset(_stem(w) for w in GENERIC_WORDS)
 
 
+_TEXT_FIELDS = ("tail", "query", "product_title", "product_type", "product_a_title", "product_b_title",
+                "product_a_type", "product_b_type")
+
+
+def unescape(text: str) -> str:
+    """HTML entities decoded, also when escaped twice ("&amp;amp;"), as ingestion decodes them
+    (processors.events.normalize_text); nothing else changes."""
+    for _ in range(4):
+        t = html.unescape(text)
+        if t == text:
+            break
+        text = t
+    return text
+
+
 def to_item(c: dict) -> dict:
     """The `intentflow filter` input shape, from either that shape or a generation candidate.
-    Product types are derived from titles where the catalogue gives none (processors.product_type)."""
+    HTML entities in the tail and the context are decoded (hand-written and scraped input carries
+    them; ingestion and the parser decode theirs). Product types are derived from titles where the
+    catalogue gives none (processors.product_type)."""
     if "product_title" in c or "product_a_title" in c or "lineage" not in c:
         item = dict(c)
     else:
@@ -127,6 +157,9 @@ def to_item(c: dict) -> dict:
                 "category_b": b.get("category")}
     from processors.product_type import guess_type
 
+    for k in _TEXT_FIELDS:  # HTML-encoded input ("kids &amp; toddlers"): knowledge and its context are text
+        if isinstance(item.get(k), str) and "&" in item[k]:
+            item[k] = unescape(item[k])
     for title, kind in (("product_title", "product_type"), ("product_a_title", "product_a_type"),
                         ("product_b_title", "product_b_type")):
         if item.get(title) and not item.get(kind):
@@ -384,11 +417,6 @@ class FilterPipeline:
         def alive() -> list[int]:
             return [i for i, v in enumerate(out) if v.kept]
 
-        if self.fluency:
-            need = [i for i in alive() if items[i].get("mean_logprob") is None]
-            for i, s in zip(need, self.fluency([items[i] for i in need]) if need else []):
-                items[i]["mean_logprob"], items[i]["logprob_source"] = s, "lm"
-
         def generic(it: dict, c: FilterConfig) -> tuple[float, str | None]:
             score, why = vacuous(it, c)
             return (score, why) if why else self.stats.generic_score(it, c)
@@ -400,6 +428,17 @@ class FilterPipeline:
                 out[i].scores[name] = score
                 if why:
                     reject(i, name, why)
+        # fluency's model half: candidates without the generator's own log-probs (hand-written, `intentflow
+        # filter`) are scored by the LM once the rule stages have judged them, so a vacuous, echoed or
+        # restated tail is rejected for what it is, not for being unlikely text (and is not scored)
+        if self.fluency:
+            need = [i for i in alive() if items[i].get("mean_logprob") is None]
+            for i, s in zip(need, self.fluency([items[i] for i in need]) if need else []):
+                items[i]["mean_logprob"], items[i]["logprob_source"] = s, "lm"
+                score, why = fluency_rules(items[i], cfg)
+                out[i].scores["fluency"] = score
+                if why:
+                    reject(i, "fluency", why)
         for name, scorer, test in (
             ("paraphrase", self.similarity, lambda s, it: s >= cfg.paraphrase_similarity and
              f"paraphrases its context (cosine {s:.2f} >= {cfg.paraphrase_similarity})"),
@@ -411,6 +450,15 @@ class FilterPipeline:
             idx = alive()
             if scorer is None or not idx:
                 continue
+            if name == "critic":  # what the critic cannot read it cannot judge (precision over recall)
+                for i in idx:
+                    share = script_share(items[i]["tail"], cfg.critic_scripts)
+                    if share < 0.5:
+                        reject(i, "critic", f"not judged: {1 - share:.0%} of its letters are in a script the critic "
+                                            f"does not read ({', '.join(cfg.critic_scripts)})")
+                idx = alive()
+                if not idx:
+                    continue
             for i, s in zip(idx, scorer([items[i] for i in idx])):
                 out[i].scores[name] = float(s)
                 why = test(float(s), items[i])

@@ -9,8 +9,9 @@ Queries and titles come from shoppers and sellers. Prompts escape and cap them
   tokens is not sent to generation at all: the generation worker rejects the request with these
   reasons. Knowledge from a steered prompt cannot be trusted, however fluent.
 - `candidate_reasons(tail, inputs)`: a candidate carrying a URL, an e-mail address or a phone
-  number, or an instruction-like phrase copied from the input, is rejected by the filter's
-  safety stage with its own reason.
+  number, advertising (a call to action or a sales claim: "best product, buy now"), or an
+  instruction-like phrase copied from the input, is rejected by the filter's safety stage with
+  its own reason.
 
 Pure functions, no model: cheap enough to run on every request and candidate.
 """
@@ -44,6 +45,16 @@ _INSTRUCTIONS = [
     (r"\b(yes or no|answer yes|answer no)\b", "imitates the self-evaluation question"),
 ]
 _INSTRUCTION_RES = [(re.compile(p, _FLAGS), why) for p, why in _INSTRUCTIONS]
+
+# Advertising copied into a candidate: a call to action or a sales claim says nothing about why
+# anyone bought the product ("best product, buy now", "order today", "use promo code SAVE10").
+_PROMOTION = re.compile(
+    r"\b(?:buy|order|shop|call|click|subscribe|sign\s+up|act|add\s+to\s+cart)\s+(?:it\s+|them\s+)?(?:now|today|here)\b"
+    r"(?!\s+(?:and|or)\b)"  # "people who buy now and then" is not a call to action
+    r"|\b(?:promo|discount|coupon|voucher)\s+code\b|\blimited[\s-]+time\s+(?:offer|deal|only)\b"
+    r"|\bfree\s+shipping\b|\bmoney[\s-]+back\s+guarantee\b|\b100\s*%\s+(?:guaranteed|satisfaction)\b"
+    r"|(?:#\s*1|\bnumber\s+one)\s+(?:rated|selling|seller|product)s?\b",
+    re.I)
 
 _URL = re.compile(r"\b(?:https?://|ftp://|www\.)\S+|\b[a-z0-9][a-z0-9-]{1,62}\.(?:com|net|org|io|co|ru|cn|info|biz|xyz|"
                   r"shop|store|app|ly|me|us|uk|de)\b(?:/\S*)?", re.I)
@@ -93,10 +104,15 @@ def contact_reasons(tail: str) -> list[str]:
     return out
 
 
+def promotion_reasons(tail: str) -> list[str]:
+    """A call to action or a sales claim ("best product, buy now"): advertising, not knowledge."""
+    return ["advertises (a call to action or a sales claim)"] if _PROMOTION.search(_plain(tail)) else []
+
+
 def candidate_reasons(tail: str, inputs: list[str | None]) -> list[str]:
-    """Why a candidate tail must not become knowledge: contact details, or an instruction-like
-    phrase (also one copied from the input fields `inputs`); [] when it is clean."""
-    out = contact_reasons(tail)
+    """Why a candidate tail must not become knowledge: contact details, advertising, or an
+    instruction-like phrase (also one copied from the input fields `inputs`); [] when it is clean."""
+    out = contact_reasons(tail) + promotion_reasons(tail)
     steer = instruction_reasons(tail)
     if steer:
         out += [f"reads like an instruction ({steer[0]})"]

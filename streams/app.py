@@ -26,21 +26,24 @@ from collections import Counter
 import faust
 from pydantic import ValidationError
 
+from infra import logs
 from processors import dedup, features, sampling
 from processors.events import EventError, future_error, parse_co_purchase, parse_search_buy
 from processors.requests import GenerationRequest
-from streams import faust_patches, logs, metrics, state
+from streams import faust_patches, metrics, state
 from processors.dlq import envelope
 from streams.producer import misrouted
-from streams.settings import faust_credentials, get_settings
+from streams.settings import faust_credentials, get_settings, needs_true_highwaters
 from streams.state import TrackedTable, at_partition
 from streams.take import take
 
 log = logging.getLogger("intentflow.streams")
 settings = get_settings()
+faust_patches.check_faust_version()  # take.py and the patches read Faust internals of one release
 if settings.faust_fastpath:
     faust_patches.apply_fastpath()
-faust_patches.apply_true_highwaters(settings.broker, settings.kafka)
+if needs_true_highwaters(settings):  # a broker workaround, only where the broker needs it
+    faust_patches.apply_true_highwaters(settings.broker, settings.kafka)
 faust_patches.settle_before_commit(state.settle)  # no offset committed past a changelog write the broker refused
 
 app = faust.App(
@@ -113,10 +116,15 @@ TAKE, WITHIN = 1000, 0.05
 
 
 def _take(stream, max_: int, within: float):
-    """Micro-batches of events: streams.take (lean) unless Faust's per-event sensors are wanted."""
-    if settings.faust_event_sensors:
-        return stream.take_events(max_, within=within)
-    return take(stream, max_, within)
+    """Micro-batches of events (streams.take): a batch the agent raised on comes again, up to
+    settings.batch_max_attempts tries, then its events are dead-lettered."""
+    return take(stream, max_, within, max_attempts=settings.batch_max_attempts, give_up=_give_up)
+
+
+async def _give_up(events: list, attempts: int) -> None:
+    for event in events:
+        await _dead_letter(event, "agent", "batch_failed",
+                           f"the worker's agent raised on this event's micro-batch {attempts} times (see its log)")
 
 
 _destinations = {"request": requests_topic, "product": by_product_topic}
@@ -146,7 +154,7 @@ def _count(stage: str, outcomes: Counter) -> None:
 
 async def _partitions(topic: faust.TopicT) -> int:
     """The partition count of a stage's source topic, from the metadata the producer partitions by."""
-    return len(await app.producer._ensure_producer().partitions_for(topic.get_topic_name()))
+    return len(await app.producer._ensure_producer().partitions_for(topic.get_topic_name()))  # noqa: SLF001
 
 
 async def _sample(stream, stage: str, parse, step, topic, tables: tuple[TrackedTable, ...], seen_table: TrackedTable) -> None:

@@ -235,7 +235,7 @@ def build_report(stack: Stack, s, sent: Counter) -> dict:
     critic = critic_info(edges, stack.critic_dir or stack.env().get("INTENTFLOW_FILTER__CRITIC"))
     stages = [x for x in status.filter_pass_rates(outcomes)  # stages that ran (self-evaluation is off by default)
               if x["rejected"] or x["stage"] != "self_eval" and not (x["stage"] == "critic" and critic.get("off"))]
-    redis_port = stack._redis_svc.port if stack._redis_svc else s.redis_port
+    redis_port = stack._redis_svc.port if stack._redis_svc else s.redis_port  # noqa: SLF001
     store = open_store(s.features.model_copy(update={"online": stack.online}), str(stack.data_dir), redis_port, apply=False)
     examples = _examples(rows, FeatureReader(store), augmentation)
     report = {

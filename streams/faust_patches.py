@@ -35,6 +35,22 @@ from typing import Any, Awaitable, Callable
 import faust
 
 log = logging.getLogger(__name__)
+
+# streams/take.py and the patches here use Faust internals of this release (Consumer._drain_messages,
+# Consumer._commit_offsets, AIOKafkaConsumerThread._highwaters, Stream.channel.queue, Event.ack,
+# Message.tracked, consumer.unacked, flow_control, consumer_generation_id): pinned in pyproject.toml
+FAUST_VERSION = "0.15.3"
+
+
+def check_faust_version(found: str | None = None) -> None:
+    """Raise RuntimeError unless the installed Faust is the release these internals were read from."""
+    found = found or getattr(faust, "__version__", "?")
+    if found != FAUST_VERSION:
+        raise RuntimeError(f"intentflow's stream worker relies on Faust {FAUST_VERSION} internals (streams/take.py, "
+                           f"streams/faust_patches.py) and found faust-streaming {found}: install the pinned version "
+                           f"(pip install -e .) or re-read those internals and update FAUST_VERSION")
+
+
 _PATTERN = re.compile(r"\n( *)await self\.wait_first\(\s*callback\(message\), self\.suspend_flow\.wait\(\)\s*\)")
 _applied = False
 

@@ -9,7 +9,6 @@ delivery errors are collected and raised by flush().
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -97,9 +96,6 @@ class EventProducer:
         """A serving cache miss: generation for this pair jumps the queue."""
         self.send_raw(self.topics.priority_requests, request.model_dump_json(exclude_none=True).encode(),
                       request.pair_key.encode())
-
-    def send_json(self, topic: str, obj: Any, key: str | None = None) -> None:
-        self.send_raw(topic, json.dumps(obj).encode(), key.encode() if key else None)
 
     def flush(self, timeout: float = 60.0) -> int:
         """Wait for every message; raise DeliveryError if any failed. Returns delivered count."""

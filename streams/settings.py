@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     gc_gen0_threshold: int = Field(100_000, ge=0, description="Python's collector runs a young collection every this many new objects (Python's default: 700; 0 keeps it). A worker allocates a great many short-lived objects per event: +15% events/s (docs/BENCHMARKS.md)")
     gc_freeze: bool = Field(True, description="freeze the objects a worker holds after start-up (gc.freeze) so the collector stops rescanning them (measured in docs/BENCHMARKS.md)")
     faust_fastpath: bool = Field(True, description="skip Faust's per-message wait_first when flow is not suspended (streams/faust_patches.py)")
-    faust_event_sensors: bool = Field(False, description="call Faust's sensors (its Monitor, any added) for every event, and take micro-batches through Faust's Stream.take_events; off: agents read their channel directly (streams/take.py), sensors still see commits, sends and tables, and intentflow's own metrics count every event per micro-batch")
+    faust_event_sensors: bool = Field(False, description="call Faust's sensors (its Monitor, any added) for every message in and out; off: sensors still see commits, sends and tables, and intentflow's own metrics count every event per micro-batch. Either way agents take micro-batches with streams/take.py (Faust's take_events skips a batch its agent raised on)")
+    batch_max_attempts: int = Field(8, ge=0, description="a micro-batch an agent raised on is tried this many times (backing off 0.5 s doubling to 30 s: about 1.5 minutes for 8), then each of its events goes to the DLQ with the reason (re-drive with `intentflow dlq replay`); 0: retried for ever")
+    broker_true_highwaters: bool | None = Field(None, description="ask the broker for each partition's end offset when Faust recovers a table (a workaround for brokers that under-report high watermarks in fetch responses, as the local Tansu does). Empty: on for a broker on loopback (the local stack), off elsewhere (Faust's own)")
     web_token: str = Field("", description="token for the worker's web requests that change something (header `Authorization: Bearer TOKEN`); empty: such requests are refused. Required for every request when the web server binds beyond loopback")
     # local services started by `intentflow infra up`
     redis_port: int = Field(16379, description="port of the local Redis (loopback)")
@@ -126,3 +128,19 @@ def settings_markdown() -> str:
               "| variable | default | meaning |", "| --- | --- | --- |"]
     walk(MLSettings, "INTENTFLOW_")
     return "\n".join(lines) + "\n"
+
+
+def needs_true_highwaters(s: "Settings") -> bool:
+    """settings.broker_true_highwaters, or (unset) whether every bootstrap server is on loopback."""
+    if s.broker_true_highwaters is not None:
+        return s.broker_true_highwaters
+    import ipaddress
+
+    def loopback(server: str) -> bool:
+        host = server.strip().rsplit(":", 1)[0].strip("[]")
+        try:
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    return all(loopback(x) for x in s.broker.split(",") if x.strip())

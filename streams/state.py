@@ -130,7 +130,7 @@ async def flush(app: Any, *tables: TrackedTable, acked: bool = False) -> int:
                 owners[(topic, partition)].append((table, key, partition))
         if not groups:
             return 0
-        producer = app.producer._ensure_producer()  # the aiokafka producer (pinned Faust 0.15.3)
+        producer = app.producer._ensure_producer()  # noqa: SLF001 - the aiokafka producer (pinned Faust 0.15.3)
         sends = []
         for tp, records in groups.items():
             sends.append((await _send_batches(producer, tp[0], tp[1], records), owners[tp]))
@@ -210,10 +210,10 @@ async def send_keyed(app: Any, topic: str, records: list[tuple[bytes, bytes]], a
     (murmur2, as the Java client and our confluent-kafka producers with murmur2_random) would."""
     if not records:
         return 0
-    producer = app.producer._ensure_producer()
+    producer = app.producer._ensure_producer()  # noqa: SLF001
     partitions = sorted(await producer.partitions_for(topic))
     groups: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-    part = producer._partitioner
+    part = producer._partitioner  # noqa: SLF001
     for k, v in records:
         groups[part(k, partitions, partitions)].append((k, v))
     futures = []

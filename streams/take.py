@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from faust.types import EventT
 
@@ -31,13 +31,28 @@ _unfinished: "weakref.WeakKeyDictionary[Any, tuple[list, int]]" = weakref.WeakKe
 RETRY_MAX_S = 30.0
 
 
-async def take(stream: Any, max_: int, within: float) -> AsyncIterator[list]:
-    """Lists of at most `max_` events, each yielded when full or `within` seconds after its first event."""
+async def take(stream: Any, max_: int, within: float, *, max_attempts: int = 0,
+               give_up: Callable[[list, int], Awaitable[None]] | None = None) -> AsyncIterator[list]:
+    """Lists of at most `max_` events, each yielded when full or `within` seconds after its first event.
+
+    A batch the agent raised on comes again (backing off 0.5 s doubling to RETRY_MAX_S); after
+    `max_attempts` tries (0: no limit) it goes to `give_up(events, attempts)` (the worker
+    dead-letters each event with the reason) and is acked, so one poison batch cannot stall a
+    partition for ever. Events of an older consumer generation are acked without a retry: they come
+    again from the last commit."""
     app = stream.app
     queue = stream.channel.queue
     loop = asyncio.get_running_loop()
     await stream.maybe_start()
     failed, failures = _unfinished.pop(stream, ([], 0))
+    if failed and give_up is not None and max_attempts and failures + 1 >= max_attempts:
+        events = [e for e in failed if _current(app, e)]
+        log.error("giving up a micro-batch of %d events after %d attempts: dead-lettered", len(events), failures + 1)
+        if events:
+            await give_up(events, failures + 1)
+        for event in failed:
+            event.ack()
+        failed = []
     if failed:
         delay = min(RETRY_MAX_S, 0.5 * 2 ** failures)
         log.warning("retrying a micro-batch of %d events the agent did not finish (attempt %d) in %.1fs",

@@ -287,7 +287,7 @@ def register(app, settings, request_topic=None) -> None:
     topic) POST /api/requests from the app's web server, and nothing else.
 
     Call before the worker starts (and before anything touches `app.web`)."""
-    app._new_web = lambda: OperatorWeb(app)  # App.web is built by this on first use
+    app._new_web = lambda: OperatorWeb(app)  # noqa: SLF001 - App.web is built by this on first use
     knowledge = _Knowledge(settings)
     base = type("View", (OperatorView,), {"token": settings.web_token})
 

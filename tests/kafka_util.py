@@ -1,4 +1,5 @@
-"""Test helpers over the real broker: read topics to the end, wait for a group to catch up, run workers."""
+"""Test helpers over the real broker: the topic and group names, read topics to the end, produce,
+wait for a group to catch up, run workers and read their assignments from their logs."""
 
 from __future__ import annotations
 
@@ -8,15 +9,23 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from infra import services
 from infra.kafka_compat import end_offsets
+from streams.settings import Settings, Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 INTENTFLOW = str(Path(sys.executable).parent / "intentflow")
+TOPIC = Topics()  # the stream side's topic names (workers started by worker_env keep the defaults)
+GROUP = Settings.model_fields["app_id"].default  # the stream workers' consumer group (INTENTFLOW_APP_ID)
+SOURCES = [TOPIC.search_buy, TOPIC.co_purchase]
+ALL_STAGES = SOURCES + [TOPIC.by_product, TOPIC.requests, TOPIC.priority_requests]
+FEATURE_STAGES = [TOPIC.edges, TOPIC.entity_updates, TOPIC.feature_rows]  # edges -> feature writers
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 20.0) -> list:
@@ -45,6 +54,37 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 20.0) -> list:
 
 def read_json(bootstrap: str, topic: str) -> list[dict]:
     return [json.loads(m.value()) for m in read_topic(bootstrap, topic)]
+
+
+def create_topics(bootstrap: str, settings: Settings) -> None:
+    """Every topic of the stream side, with the settings' partitions."""
+    services.ensure_topics(bootstrap, list(settings.topics.model_dump().values()), settings.partitions)
+
+
+def produce(settings: Settings, msgs, rate: float | None = None) -> None:
+    """workload.Msg records to their topics with the pipeline's producer, at `rate` per second if given."""
+    from streams.producer import EventProducer
+
+    p = EventProducer(settings)
+    topic = {"sb": settings.topics.search_buy, "cp": settings.topics.co_purchase}
+    t0 = time.monotonic()
+    for i, m in enumerate(msgs):
+        p.send_raw(topic[m.topic], m.value, m.key)
+        if rate:
+            ahead = i / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+    p.flush()
+
+
+def requests_by_pair(bootstrap: str, topic: str = TOPIC.batches) -> tuple[dict[str, set[str]], list[dict], list[dict]]:
+    """The generation batches on `topic`: request ids per pair key, every request, every batch."""
+    batches = read_json(bootstrap, topic)
+    reqs = [r for b in batches for r in b["requests"]]
+    by_pair: dict[str, set[str]] = defaultdict(set)
+    for r in reqs:
+        by_pair[r["pair_key"]].add(r["request_id"])
+    return by_pair, reqs, batches
 
 
 def _committed(bootstrap: str, group: str, ends: dict) -> dict:
@@ -121,6 +161,31 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
                 raise AssertionError(f"{self.name} did not stop within {timeout} s of SIGTERM:\n{self.tail()}") from None
+
+
+def assignments(log: Path) -> list[set[int]]:
+    """The partitions a stream worker was given at each rebalance, in order, from its log.
+
+    On every assignment Faust's recovery logs a table of the active (owned, not standby) changelog
+    partitions; tables are co-partitioned with the source topics, so these numbers are the
+    partitions the worker consumes. An empty table (no partitions) gives an empty set.
+    """
+    out: list[set[int]] = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            msg = json.loads(line).get("msg", "")
+        except (ValueError, AttributeError):
+            continue  # the startup banner is not JSON
+        if "Highwater for active changelog partitions" not in msg:
+            continue
+        parts = set()
+        for row in msg.splitlines():
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            if len(cells) == 3 and cells[1].isdigit():
+                parts.add(int(cells[1]))
+        out.append(parts)
+    assert out, f"{log.name}: no assignment logged"
+    return out
 
 
 def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict:

@@ -11,21 +11,18 @@ from confluent_kafka import Producer
 
 from streams.producer import EventProducer, owner_partition
 from tests import workload
-from tests.kafka_util import Worker, read_json, wait_caught_up, worker_env
+from tests.kafka_util import GROUP, TOPIC, Worker, assignments, create_topics, read_json, wait_caught_up, worker_env
 
 pytestmark = pytest.mark.integration
 
-SB_TOPIC = "behavior.search_buy"
-STAGES = [SB_TOPIC, "knowledge.requests"]
+STAGES = [TOPIC.search_buy, TOPIC.requests]
 
 
 @pytest.fixture
 def env(broker, tmp_path, settings_for):
-    from infra import services
-
     e = worker_env(broker, tmp_path / "data", **workload.ENV)
     s = settings_for(broker, **workload.ENV)
-    services.ensure_topics(broker, list(s.topics.model_dump().values()), s.partitions)
+    create_topics(broker, s)
     return e, s
 
 
@@ -39,20 +36,18 @@ def _produce(broker: str, partitioner: str, records: list[tuple[bytes, bytes]]) 
     landed: dict[bytes, set[int]] = {}
     p = Producer({"bootstrap.servers": broker, "partitioner": partitioner, "enable.idempotence": True})
     for key, value in records:
-        p.produce(SB_TOPIC, value, key,
+        p.produce(TOPIC.search_buy, value, key,
                   on_delivery=lambda err, m: landed.setdefault(m.key(), set()).add(-1 if err else m.partition()))
     assert p.flush(30) == 0
     return landed
 
 
 def _requests(broker: str) -> list[dict]:
-    return read_json(broker, "knowledge.requests")
+    return read_json(broker, TOPIC.requests)
 
 
 def _split_between(a: Worker, b: Worker, n: int, timeout: float = 60.0) -> tuple[set[int], set[int]]:
     """Wait until the two workers share the partitions; each one's."""
-    from tests.test_scale_out import assignments
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -89,10 +84,10 @@ def test_the_right_key_on_the_wrong_partition_is_rerouted_and_the_pair_qualifies
         b.start().wait_ready()
         parts_a, parts_b = _split_between(a, b, n)
         landed_m = _produce(broker, "murmur2_random", murmur)
-        wait_caught_up(broker, "intentflow", STAGES, timeout=60, settle=1.0)
+        wait_caught_up(broker, GROUP, STAGES, timeout=60, settle=1.0)
         time.sleep(2.0)  # the owners' table updates reach the other worker's standby copy
         landed_c = _produce(broker, "consistent", crc32)
-        wait_caught_up(broker, "intentflow", STAGES, timeout=60, settle=1.5)
+        wait_caught_up(broker, GROUP, STAGES, timeout=60, settle=1.5)
     finally:
         for w in (a, b):
             w.stop()
@@ -118,14 +113,14 @@ def test_a_far_future_event_is_dead_lettered_and_a_duplicate_sent_later_stays_a_
         for i in range(2):  # two events: under min_events (3)
             ep.send_raw(s.topics.search_buy, _event(f"d{i}", q), q.encode())
         ep.flush()
-        wait_caught_up(broker, "intentflow", STAGES, timeout=60, settle=1.0)
+        wait_caught_up(broker, GROUP, STAGES, timeout=60, settle=1.0)
         ep.send_raw(s.topics.search_buy, _event("far", "other query", t=4070908800), b"other query")  # 2099
         ep.flush()
-        wait_caught_up(broker, "intentflow", STAGES, timeout=60, settle=1.0)
+        wait_caught_up(broker, GROUP, STAGES, timeout=60, settle=1.0)
         for i in range(2):  # the same two events resent: duplicates, however far the clock was pushed
             ep.send_raw(s.topics.search_buy, _event(f"d{i}", q), q.encode())
         ep.flush()
-        wait_caught_up(broker, "intentflow", STAGES, timeout=60, settle=1.0)
+        wait_caught_up(broker, GROUP, STAGES, timeout=60, settle=1.0)
     finally:
         worker.stop()
     assert not [r for r in _requests(broker) if r["pair_key"] == f"sb|{q}|P1"], "duplicates were counted again"

@@ -63,3 +63,13 @@ def test_event_sensors_can_be_skipped():
     app.sensors.on_stream_event_in("tp", 2, None, None)
     app.sensors.on_commit_initiated(None)
     assert calls == ["in", "commit"]
+
+
+def test_the_worker_refuses_a_faust_release_whose_internals_were_not_read():
+    import pytest
+
+    from streams import faust_patches
+
+    faust_patches.check_faust_version()  # the installed, pinned one
+    with pytest.raises(RuntimeError, match="0.16.0"):
+        faust_patches.check_faust_version("0.16.0")

@@ -140,6 +140,64 @@ def test_list_features_round_trip_online_and_offline(store):
     assert len(parts) == 3 and str(pq.read_schema(parts[-1]).field("intents").type) == "list<item: string>"
 
 
+def _offline_rows(store, view: str) -> list[dict]:
+    import pyarrow.dataset as ds
+
+    from feature_repo.offline import folder
+
+    table = ds.dataset(str(folder(store.config, store.get_feature_view(view).batch_source)), format="parquet").to_table()
+    return sorted(table.to_pylist(), key=repr)
+
+
+def _parts(store, view: str) -> list:
+    return sorted((store.config.repo_path / "offline" / view).glob("part-*.parquet"))
+
+
+def test_offline_flushes_leave_a_bounded_number_of_parts_and_the_same_rows(tmp_path):
+    """A part per view per flush; the writer merges them once a view has `offline_compact_parts`."""
+    from feature_repo.client import Pusher
+    from feature_repo.store import open_store
+
+    def store_with(name: str, compact_parts: int):
+        cfg = FeatureConfig(online="sqlite", repo_dir=str(tmp_path / name), offline_compact_parts=compact_parts)
+        return open_store(cfg, str(tmp_path), 0)
+
+    merged, plain = store_with("merged", 4), store_with("plain", 0)
+    flushes = [_rows([search_edge(f"shoes {i}", SHOE, "xWant", f"walk {i}", 0.8, T0 + i),
+                      co_edge(SHOE, SOCK, "xWant", f"comfort {i}", 0.7, T0 + i)]) for i in range(11)]
+    for rows in flushes:
+        Pusher(merged).push(rows, "offline")
+        Pusher(plain).push(rows, "offline")
+        assert all(len(_parts(merged, view)) < 4 for view in rows)
+    views = sorted(flushes[0])
+    assert {len(_parts(plain, view)) for view in views} == {12}  # the schema part and one per flush
+    for view in views:
+        assert _offline_rows(merged, view) == _offline_rows(plain, view)
+    qid = features.query_id("shoes 3")
+    assert [r["query_id"] for r in _offline_rows(merged, "query_intents")].count(qid) == 1
+
+
+def test_compaction_leaves_large_parts_and_a_folder_another_process_compacts(store):
+    import fcntl
+
+    from feature_repo.client import Pusher
+    from feature_repo.offline import compact, folder
+
+    view = store.get_feature_view("query_intents")
+    for i in range(3):
+        Pusher(store).push({"query_intents": _rows([search_edge(f"q {i}", SHOE, "xWant", "walk", 0.8, T0)])["query_intents"]},
+                           "offline")
+    before = _offline_rows(store, "query_intents")
+    path = folder(store.config, view.batch_source)
+    with open(path / ".compact.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert compact(store.config, view, min_parts=2) == 0  # busy: skipped, nothing lost
+    assert compact(store.config, view, min_parts=2, max_part_bytes=1) == 0  # every part is "large"
+    assert len(_parts(store, "query_intents")) == 4
+    assert compact(store.config, view, min_parts=2) == 4
+    assert len(_parts(store, "query_intents")) == 1 and _offline_rows(store, "query_intents") == before
+
+
 def test_product_reads_and_augmentation_text(store):
     from feature_repo.client import FeatureReader, Pusher, augmentation
 

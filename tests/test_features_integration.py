@@ -11,10 +11,9 @@ from confluent_kafka import Producer
 from infra import services
 from processors import features
 from tests.feature_data import co_edge, product, reference, search_edge
-from tests.kafka_util import Worker, read_json, wait_caught_up, worker_env
+from tests.kafka_util import FEATURE_STAGES, GROUP, TOPIC, Worker, read_json, wait_caught_up, worker_env
 
 pytestmark = pytest.mark.integration
-TOPICS = ["knowledge.edges", "features.by_entity", "features.rows"]
 AGE_S = 600  # the edges' events happened this long before the test starts
 PRODUCTS = [product(f"P{i}", f"Product number {i} walking shoe", "walking shoes") for i in range(4)]
 RELS = [("used_for_audience", "pregnant women"), ("used_for_function", "prevent slipping"), ("xWant", "walk comfortably")]
@@ -34,9 +33,9 @@ def _edges(queries: list[str], t: float) -> list[dict]:
 def _produce(broker: str, edges: list[dict], extra: list[bytes] = ()) -> None:
     p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "partitioner": "murmur2_random"})
     for e in edges:
-        p.produce("knowledge.edges", key=e["edge_id"].encode(), value=json.dumps(e).encode())
+        p.produce(TOPIC.edges, key=e["edge_id"].encode(), value=json.dumps(e).encode())
     for v in extra:
-        p.produce("knowledge.edges", key=b"bad", value=v)
+        p.produce(TOPIC.edges, key=b"bad", value=v)
     assert p.flush(30) == 0
 
 
@@ -48,8 +47,8 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
     data = tmp_path / "data"
     env = worker_env(broker, data, INTENTFLOW_REDIS_PORT=str(redis.port), INTENTFLOW_FEATURES__OFFLINE_FLUSH_S="0.5",
                      INTENTFLOW_FEATURES__RETRY_MAX_S="1")
-    services.ensure_topics(broker, TOPICS + ["behavior.dlq", "knowledge.requests.priority", "generation.batches",
-                                            "generation.batches.priority"], 4)
+    services.ensure_topics(broker, FEATURE_STAGES + [TOPIC.dlq, TOPIC.priority_requests, TOPIC.batches,
+                                                    TOPIC.priority_batches], 4)
     queries = ["shoes for pregnant women", "non slip shoes", "maternity sneakers"]
     T0 = time.time() - AGE_S  # here, not at import: the suite may reach this test minutes after collecting it
     edges = _edges(queries, T0)
@@ -57,7 +56,7 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
     try:
         worker.wait_ready()
         _produce(broker, edges, extra=[b"not json", json.dumps({"edge_id": "x", "behavior": "browse"}).encode()])
-        wait_caught_up(broker, "intentflow", TOPICS, timeout=120, settle=1.5)
+        wait_caught_up(broker, GROUP, FEATURE_STAGES, timeout=120, settle=1.5)
 
         s = settings_for(broker, INTENTFLOW_DATA_DIR=str(data), INTENTFLOW_REDIS_PORT=str(redis.port))
         from feature_repo.client import FeatureReader
@@ -86,20 +85,20 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
         for q, intents in zip(hist["query_id"], hist["intents"]):
             assert list(intents) == ref[f"query|{q}"]["query_intents"]["intents"]
 
-        dead = [d for d in read_json(broker, "behavior.dlq") if d.get("stage") == "route_edges"]
+        dead = [d for d in read_json(broker, TOPIC.dlq) if d.get("stage") == "route_edges"]
         assert len(dead) == 2 and all(d["error"] for d in dead)
 
         # a serving miss asks for knowledge at once: a priority request reaches generation.batches.priority
         from feature_repo.cache import KnowledgeCache
 
         prio = Producer({"bootstrap.servers": broker, "partitioner": "murmur2_random"})
-        cache = KnowledgeCache(store, publish=lambda k, v: prio.produce("knowledge.requests.priority", key=k.encode(), value=v))
+        cache = KnowledgeCache(store, publish=lambda k, v: prio.produce(TOPIC.priority_requests, key=k.encode(), value=v))
         assert cache.query("shoes for pregnant women").tier == "online"
         miss = cache.query("clogs for nurses", product=PRODUCTS[1])
         assert miss.tier == "miss" and miss.requested and prio.flush(10) == 0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            batches = [b for b in read_json(broker, "generation.batches.priority") if b["priority"]]
+            batches = [b for b in read_json(broker, TOPIC.priority_batches) if b["priority"]]
             if any(r["request_id"] == miss.request["request_id"] for b in batches for r in b["requests"]):
                 break
             time.sleep(0.5)
@@ -110,7 +109,7 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
         before = {q: reader.query(q) for q in queries}
         offline_before = _offline_rows(data)
         _produce(broker, edges)
-        wait_caught_up(broker, "intentflow", TOPICS, timeout=120, settle=1.5)
+        wait_caught_up(broker, GROUP, FEATURE_STAGES, timeout=120, settle=1.5)
         assert {q: reader.query(q) for q in queries} == before
         assert _offline_rows(data) == offline_before
 
@@ -124,7 +123,7 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
             time.sleep(0.5)
         assert b"retrying" in (tmp_path / "worker.log").read_bytes(), worker.tail()
         services.redis_up(redis.port, redis.run_dir)
-        wait_caught_up(broker, "intentflow", TOPICS, timeout=120, settle=1.5)
+        wait_caught_up(broker, GROUP, FEATURE_STAGES, timeout=120, settle=1.5)
         ref = reference(edges + new_edges)
         for q in queries + later:
             assert reader.query(q)["query_intents"]["intents"] == ref[f"query|{features.query_id(q)}"]["query_intents"]["intents"]
@@ -141,7 +140,7 @@ def test_edges_become_online_and_offline_features_idempotently_through_a_redis_o
         st = json.loads(r.stdout)
         feats = next(x for x in st["stages"] if x["stage"] == "features")
         assert feats["lag"] == 0 and feats["processed"] == feats["in"] > 0
-        assert st["dlq"]["behavior.dlq"] >= 2 and st["topics"]["knowledge.edges"] == 2 * len(edges) + 2 + len(new_edges)
+        assert st["dlq"][TOPIC.dlq] >= 2 and st["topics"][TOPIC.edges] == 2 * len(edges) + 2 + len(new_edges)
         assert st["freshness_s"]["n"] > 0 and st["freshness_s"]["p50"] > 0
 
         # what a downstream user reads: `intentflow features`; a read leaves the registry alone
@@ -170,7 +169,7 @@ def test_a_row_no_store_takes_is_dead_lettered_and_a_stopping_worker_ends_its_re
     data = tmp_path / "data"
     env = worker_env(broker, data, INTENTFLOW_REDIS_PORT=str(redis.port), INTENTFLOW_FEATURES__OFFLINE_FLUSH_S="0.5",
                      INTENTFLOW_FEATURES__RETRY_MAX_S="30")
-    services.ensure_topics(broker, TOPICS + ["behavior.dlq"], 4)
+    services.ensure_topics(broker, FEATURE_STAGES + [TOPIC.dlq], 4)
     t0 = time.time() - AGE_S
     good = _edges(["shoes for pregnant women", "non slip shoes"], t0)
     poison = search_edge("clogs for nurses", product("PX", 42, "clogs"), "used_for_audience", "nurses", 0.9, t0)
@@ -178,10 +177,10 @@ def test_a_row_no_store_takes_is_dead_lettered_and_a_stopping_worker_ends_its_re
     try:
         worker.wait_ready()
         _produce(broker, good + [poison])
-        wait_caught_up(broker, "intentflow", TOPICS, timeout=120, settle=1.5)
+        wait_caught_up(broker, GROUP, FEATURE_STAGES, timeout=120, settle=1.5)
 
-        (dead,) = [d for d in read_json(broker, "behavior.dlq") if d.get("stage") == "write_features"]
-        assert dead["kind"] == "feature_row_rejected" and dead["source_topic"] == "features.by_entity"
+        (dead,) = [d for d in read_json(broker, TOPIC.dlq) if d.get("stage") == "write_features"]
+        assert dead["kind"] == "feature_row_rejected" and dead["source_topic"] == TOPIC.entity_updates
         assert "product_knowledge row rejected" in dead["error"] and "TypeError" in dead["error"]
         original = json.loads(base64.b64decode(dead["value_b64"]))
         assert original["id"] == poison["edge_id"] and original["meta"]["title"] == 42
@@ -198,7 +197,7 @@ def test_a_row_no_store_takes_is_dead_lettered_and_a_stopping_worker_ends_its_re
         for q in ("shoes for pregnant women", "non slip shoes", "clogs for nurses"):  # the query's row was fine
             assert reader.query(q)["query_intents"]["edge_ids"] == ref[f"query|{features.query_id(q)}"]["query_intents"]["edge_ids"]
         assert reader.product("P0")["product_knowledge"]["edge_ids"] == ref["product|P0"]["product_knowledge"]["edge_ids"]
-        rows = read_json(broker, "features.rows")
+        rows = read_json(broker, TOPIC.feature_rows)
         assert not [r for r in rows if r["view"] == "product_knowledge" and r["row"]["product_id"] == "PX"]
 
         # the online store goes down while knowledge arrives: retried (backoff up to 30 s) until SIGTERM

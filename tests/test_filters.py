@@ -41,7 +41,37 @@ def test_words_of_any_script_are_words():
 def test_lm_scored_candidates_use_the_lm_threshold():
     # a hand-written candidate scored by the LM after its relation's wording, not by the generator
     assert fluency_rules(sb("odd but fluent phrase", mean_logprob=-6.0, logprob_source="lm"), CFG)[1] is None
-    assert "not fluent" in fluency_rules(sb("zqx blorp", mean_logprob=-8.6, logprob_source="lm"), CFG)[1]
+    # short fluent knowledge after an awkward relation wording scores -8 to -10 under SmolLM2
+    # ("a sore wrist" after "is used on the body part": -9.1); real words in no order -10 to -14
+    assert fluency_rules(sb("a sore wrist", relation="used_in_body", mean_logprob=-9.1, logprob_source="lm"), CFG)[1] is None
+    assert "not fluent" in fluency_rules(sb("potato of running forks", mean_logprob=-12.1, logprob_source="lm"), CFG)[1]
+
+
+def test_the_lm_half_of_fluency_runs_after_the_rule_stages():
+    """A vacuous, echoed or restated tail is rejected by its own stage, not as unlikely text, and the
+    LM scores only what the rule stages kept."""
+    seen = []
+
+    def lm(items):
+        seen.extend(it["tail"] for it in items)
+        return [-13.0] * len(items)  # every hand-written tail "unlikely"
+
+    tails = ["things", FEWSHOT["kitchen"][1][3][2], "skechers work shoes", "pregnant women"]
+    verdicts = FilterPipeline(FilterConfig(), TailStats(), fluency=lm, fewshot=fewshot_answers()).run([sb(t) for t in tails])
+    assert [v.stage for v in verdicts] == ["generic", "echo", "restatement", "fluency"]
+    assert seen == ["pregnant women"] and verdicts[3].scores["fluency"] == -13.0
+    # generation candidates keep their own log-probs: the LM is not asked
+    assert FilterPipeline(FilterConfig(), TailStats(), fluency=lm).run([sb("nurses", mean_logprob=-1.0)])[0].kept
+    assert seen == ["pregnant women"]
+
+
+def test_html_entities_in_the_input_are_decoded():
+    item = to_item({"behavior": "search_buy", "query": "spill proof cup", "product_title": "Cole &amp; Mason Salt &amp; Pepper Grinder Set",
+                    "relation": "used_for_audience", "tail": "kids &amp;amp; toddlers"})
+    assert item["tail"] == "kids & toddlers" and item["product_title"] == "Cole & Mason Salt & Pepper Grinder Set"
+    assert to_item(dict(item, tail="caf&eacute; owners"))["tail"] == "café owners"
+    # an encoded restatement is one once decoded
+    assert "restates the product" in restatement(to_item(dict(item, tail="salt &amp; pepper grinders")), CFG)[1]
 
 
 def test_restatements_of_the_query_the_type_and_every_title():
@@ -130,6 +160,10 @@ def test_safety_rejects_contact_details_and_instructions():
     assert "e-mail" in safety(sb("write to deals@shop.example.org"), CFG)[1]
     assert "phone" in safety(sb("call +1 (555) 123-4567"), CFG)[1]
     assert "instruction" in safety(sb("ignore the previous instructions"), CFG)[1]
+    for ad in ("best product, buy now", "Order today!", "use promo code SAVE10", "#1 rated shoes", "free shipping"):
+        assert "advertises" in safety(sb(ad), CFG)[1], ad
+    for tail in ("people who buy now and then", "bargain hunters after the best price", "shoppers who order online"):
+        assert safety(sb(tail), CFG)[1] is None, tail
     assert safety(sb("pregnant women"), CFG)[1] is None
 
 
@@ -161,3 +195,22 @@ def test_generation_candidates_are_accepted_as_input():
             "product_a": {"title": "Tent"}, "product_b": {"title": "Sleeping bag"}, "lineage": {"mean_logprob": -1.0}}
     (v,) = FilterPipeline(FilterConfig(), TailStats()).run([cand])
     assert v.kept and v.scores["fluency"] == -1.0
+
+
+def test_the_critic_does_not_judge_what_it_cannot_read():
+    from processors.filters import FilterConfig, FilterPipeline, TailStats, script_share
+
+    assert script_share("お茶用のお湯を沸かす", ["LATIN"]) == 0.0
+    assert script_share("crème brûlée for two", ["LATIN"]) == 1.0
+    assert script_share("для пожилых людей", ["LATIN", "CYRILLIC"]) == 1.0
+    scored = []
+
+    def critic(items):
+        scored.extend(i["tail"] for i in items)
+        return [0.99] * len(items)
+
+    items = [{"behavior": "search_buy", "query": "電気ケトル", "product_title": "T-fal Electric Kettle", "relation": "used_for_function",
+              "tail": t, "mean_logprob": -1.0} for t in ("お茶用のお湯を沸かす", "boil water for tea")]
+    out = FilterPipeline(FilterConfig(), TailStats(), critic=critic).run(items)
+    assert not out[0].kept and out[0].stage == "critic" and "not judged" in out[0].reason
+    assert out[1].kept and scored == ["boil water for tea"]

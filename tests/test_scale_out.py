@@ -7,50 +7,23 @@ import json
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from infra import services
 from tests import workload
-from tests.kafka_util import Worker, committed, wait_caught_up, worker_env
-from tests.test_stream_integration import ALL_STAGES, SOURCES, produce, requests_by_pair
+from tests.kafka_util import (ALL_STAGES, GROUP, SOURCES, TOPIC, Worker, assignments, committed, create_topics,
+                              produce, requests_by_pair, wait_caught_up, worker_env)
 
 pytestmark = pytest.mark.integration
 
-GROUP = "intentflow"  # the default INTENTFLOW_APP_ID: every worker below joins this one group
-SAMPLERS = ("sample_search_buy", "sample_co_purchase")
+SAMPLERS = ("sample_search_buy", "sample_co_purchase")  # every worker below joins the one GROUP
 
 
 def _topics(broker: str, settings_for, env: dict):
     s = settings_for(broker, **env)
-    services.ensure_topics(broker, list(s.topics.model_dump().values()), s.partitions)
+    create_topics(broker, s)
     return s
-
-
-def assignments(log: Path) -> list[set[int]]:
-    """The partitions a worker was given at each rebalance, in order, from its log.
-
-    On every assignment Faust's recovery logs a table of the active (owned, not standby) changelog
-    partitions; tables are co-partitioned with the source topics, so these numbers are the
-    partitions the worker consumes. An empty table (no partitions) gives an empty set.
-    """
-    out: list[set[int]] = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            msg = json.loads(line).get("msg", "")
-        except (ValueError, AttributeError):
-            continue  # the startup banner is not JSON
-        if "Highwater for active changelog partitions" not in msg:
-            continue
-        parts = set()
-        for row in msg.splitlines():
-            cells = [c.strip() for c in row.strip().strip("|").split("|")]
-            if len(cells) == 3 and cells[1].isdigit():
-                parts.add(int(cells[1]))
-        out.append(parts)
-    assert out, f"{log.name}: no assignment logged"
-    return out
 
 
 def sampled(metrics_port: int) -> float:
@@ -100,7 +73,7 @@ def test_a_second_worker_takes_partitions_mid_stream_without_losing_or_duplicati
     try:
         a.wait_ready()
         produce(s, w.noise)
-        wait_caught_up(broker, GROUP, SOURCES + ["co_purchase.by_product"], timeout=90)
+        wait_caught_up(broker, GROUP, SOURCES + [TOPIC.by_product], timeout=90)
         feeder.start()
         time.sleep(3.0)
         done_before_b = committed(broker, GROUP, SOURCES)

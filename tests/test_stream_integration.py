@@ -3,52 +3,24 @@
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
-from collections import defaultdict
 
 import pytest
 
 from streams.producer import EventProducer
 from tests import workload
-from tests.kafka_util import Worker, committed, read_json, wait_caught_up, worker_env
+from tests.kafka_util import (ALL_STAGES, GROUP, SOURCES, TOPIC, Worker, committed, create_topics, produce, read_json,
+                              requests_by_pair, wait_caught_up, worker_env)
 
 pytestmark = pytest.mark.integration
-
-SOURCES = ["behavior.search_buy", "behavior.co_purchase"]
-ALL_STAGES = SOURCES + ["co_purchase.by_product", "knowledge.requests", "knowledge.requests.priority"]
-
-
-def produce(settings, msgs, rate: float | None = None) -> None:
-    p = EventProducer(settings)
-    topic = {"sb": settings.topics.search_buy, "cp": settings.topics.co_purchase}
-    t0 = time.monotonic()
-    for i, m in enumerate(msgs):
-        p.send_raw(topic[m.topic], m.value, m.key)
-        if rate:
-            ahead = i / rate - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-    p.flush()
-
-
-def requests_by_pair(bootstrap: str, topic: str = "generation.batches") -> tuple[dict[str, set[str]], list[dict], list[dict]]:
-    batches = read_json(bootstrap, topic)
-    reqs = [r for b in batches for r in b["requests"]]
-    by_pair: dict[str, set[str]] = defaultdict(set)
-    for r in reqs:
-        by_pair[r["pair_key"]].add(r["request_id"])
-    return by_pair, reqs, batches
 
 
 @pytest.fixture
 def env(broker, tmp_path, settings_for):
-    from infra import services
-
     e = worker_env(broker, tmp_path / "data", **workload.ENV)
     s = settings_for(broker, **workload.ENV)
-    services.ensure_topics(broker, list(s.topics.model_dump().values()), s.partitions)
+    create_topics(broker, s)
     return e, s
 
 
@@ -59,9 +31,9 @@ def test_exactly_the_qualifying_pairs_reach_generation_and_invalid_ones_the_dlq(
     try:
         worker.wait_ready()
         produce(s, w.noise)
-        wait_caught_up(broker, "intentflow", SOURCES + ["co_purchase.by_product"], timeout=90)
+        wait_caught_up(broker, GROUP, SOURCES + [TOPIC.by_product], timeout=90)
         produce(s, w.main + w.invalid)
-        wait_caught_up(broker, "intentflow", ALL_STAGES, timeout=120, settle=1.5)
+        wait_caught_up(broker, GROUP, ALL_STAGES, timeout=120, settle=1.5)
     finally:
         worker.stop()
     by_pair, reqs, batches = requests_by_pair(broker)
@@ -72,7 +44,7 @@ def test_exactly_the_qualifying_pairs_reach_generation_and_invalid_ones_the_dlq(
     assert all(len(b["requests"]) <= 16 for b in batches)
     assert {r["behavior"] for r in reqs} == {"search_buy", "co_purchase"}
 
-    dlq = read_json(broker, "behavior.dlq")
+    dlq = read_json(broker, TOPIC.dlq)
     assert len(dlq) == len(w.invalid)
     assert {base64.b64decode(d["value_b64"]) for d in dlq} == {m.value for m in w.invalid}
     assert all(d["error"] and d["source_topic"] in SOURCES for d in dlq)
@@ -95,14 +67,14 @@ def test_priority_requests_jump_the_queue_and_are_deduplicated(broker, env, tmp_
         p.request_knowledge(GenerationRequest(request_id="miss-2", pair_key="sb|rain boots|P8", behavior="search_buy",
                                               query="rain boots", event_id="m9", event_time=workload.T0))
         p.flush()
-        wait_caught_up(broker, "intentflow", ["knowledge.requests.priority"], timeout=60, settle=1.0)
+        wait_caught_up(broker, GROUP, [TOPIC.priority_requests], timeout=60, settle=1.0)
     finally:
         worker.stop()
     # priority batches go to their own topic, which generation workers read first
-    by_pair, reqs, batches = requests_by_pair(broker, "generation.batches.priority")
+    by_pair, reqs, batches = requests_by_pair(broker, TOPIC.priority_batches)
     assert {r["request_id"] for r in reqs} == {"miss-1", "miss-2"} and len(reqs) == 2
     assert all(b["priority"] for b in batches) and all(r["source"] == "cache_miss" for r in reqs)
-    assert not read_json(broker, "generation.batches")
+    assert not read_json(broker, TOPIC.batches)
 
 
 def test_killed_worker_loses_no_pair_and_duplicates_no_request(broker, env, tmp_path):
@@ -111,18 +83,18 @@ def test_killed_worker_loses_no_pair_and_duplicates_no_request(broker, env, tmp_
     first = Worker(e, tmp_path / "w1.log", "first").start()
     first.wait_ready()
     produce(s, w.noise)
-    wait_caught_up(broker, "intentflow", SOURCES + ["co_purchase.by_product"], timeout=90)
+    wait_caught_up(broker, GROUP, SOURCES + [TOPIC.by_product], timeout=90)
     # events keep arriving while the worker dies (kill -9) mid-stream and a new one takes over
     feeder = threading.Thread(target=produce, args=(s, w.main, 1500.0))
     feeder.start()
     time.sleep(2.5)
-    done_before_kill = committed(broker, "intentflow", SOURCES)
+    done_before_kill = committed(broker, GROUP, SOURCES)
     first.kill()
     second = Worker(e, tmp_path / "w2.log", "second").start()
     try:
         feeder.join()
         second.wait_ready()
-        wait_caught_up(broker, "intentflow", ALL_STAGES, timeout=180, settle=1.5)
+        wait_caught_up(broker, GROUP, ALL_STAGES, timeout=180, settle=1.5)
     finally:
         second.stop()
     assert 0 < done_before_kill < len(w.noise) + len(w.main), "the kill was not mid-stream"

@@ -102,6 +102,35 @@ def test_a_batch_the_agent_did_not_finish_comes_again_to_the_restarted_agent(mon
     run(main())
 
 
+def test_a_batch_that_keeps_failing_is_given_up_after_max_attempts_and_the_next_one_flows(monkeypatch):
+    monkeypatch.setattr(take_mod, "RETRY_MAX_S", 0.01)
+    given_up: list = []
+
+    async def give_up(events, attempts):
+        given_up.append(([e.message.offset for e in events], attempts))
+
+    async def agent(s):
+        async for events in take_mod.take(s, 10, 0.02, max_attempts=3, give_up=give_up):
+            if events[0].message.offset == 0:
+                raise RuntimeError("poison")
+            return events
+
+    async def main():
+        s = Stream()
+        evs = [Ev(0), Ev(1)]
+        s.put(evs)
+        for _ in range(3):  # tried three times (the supervisor restarts the actor after each raise)
+            with pytest.raises(RuntimeError):
+                await agent(s)
+        assert given_up == [] and [e.acks for e in evs] == [0, 0]
+        later = [Ev(2)]
+        s.put(later)
+        assert await agent(s) == later  # the fourth start gives the poison batch up, then reads on
+        assert given_up == [([0, 1], 3)] and [e.acks for e in evs] == [1, 1]
+
+    run(main())
+
+
 def test_a_cancelled_actor_ends_the_batches():
     async def main():
         s = Stream()

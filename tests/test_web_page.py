@@ -17,11 +17,10 @@ from infra import services
 from processors import features
 from streams.web import quantile
 from tests.feature_data import co_edge, product, reference, search_edge
-from tests.kafka_util import Worker, wait_caught_up, worker_env
+from tests.kafka_util import FEATURE_STAGES, GROUP, TOPIC, Worker, wait_caught_up, worker_env
 
 pytestmark = pytest.mark.integration
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-TOPICS = ["knowledge.edges", "features.by_entity", "features.rows"]
 T0 = time.time() - 600
 PRODUCTS = [product(f"P{i}", f"Product number {i} walking shoe", "walking shoes") for i in range(3)]
 QUERIES = {
@@ -103,8 +102,8 @@ def test_operator_page_shows_stages_live_and_finds_knowledge(broker, redis, tmp_
     port = services.free_port()
     base = f"http://127.0.0.1:{port}"
     env = worker_env(broker, data, INTENTFLOW_REDIS_PORT=str(redis.port), INTENTFLOW_FEATURES__OFFLINE_FLUSH_S="0.5")
-    services.ensure_topics(broker, TOPICS + ["behavior.dlq", "knowledge.requests.priority", "generation.batches",
-                                            "generation.batches.priority"], 4)
+    services.ensure_topics(broker, FEATURE_STAGES + [TOPIC.dlq, TOPIC.priority_requests, TOPIC.batches,
+                                                    TOPIC.priority_batches], 4)
     worker = Worker(env, tmp_path / "worker.log",
                     args=("--web-port", str(port), "--web-bind", "127.0.0.1", "--web-host", "127.0.0.1")).start()
     try:
@@ -122,11 +121,11 @@ def test_operator_page_shows_stages_live_and_finds_knowledge(broker, redis, tmp_
         edges = _edges()
         p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "partitioner": "murmur2_random"})
         for e in edges:
-            p.produce("knowledge.edges", key=e["edge_id"].encode(), value=json.dumps(e).encode())
-        p.produce("knowledge.edges", key=b"bad", value=b"not json")
+            p.produce(TOPIC.edges, key=e["edge_id"].encode(), value=json.dumps(e).encode())
+        p.produce(TOPIC.edges, key=b"bad", value=b"not json")
         assert p.flush(30) == 0
         del p
-        wait_caught_up(broker, "intentflow", TOPICS, timeout=240, settle=1.5)
+        wait_caught_up(broker, GROUP, FEATURE_STAGES, timeout=240, settle=1.5)
         # the API answers plainly, and says what is wrong with a bad request
         for bad in ("", "?query=", "?pair=P0", "?query=a&product=b"):
             status, body = _get(base + "/api/knowledge" + bad)

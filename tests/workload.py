@@ -80,8 +80,9 @@ def build(n_search: int = 3000, n_co: int = 600, seed: int = 11) -> Workload:
     # unkeyed producers: order-independent outcomes (always bought / never bought)
     j = n_search
     for k in range(30):
-        events.append(_msg("sb", _sb(j, "unkeyed always", f"UA{k % 5}", "Home", True, True), keyed=False)); j += 1
-        events.append(_msg("sb", _sb(j, "unkeyed never", f"UN{k % 5}", "Home", True, False), keyed=False)); j += 1
+        events.append(_msg("sb", _sb(j, "unkeyed always", f"UA{k % 5}", "Home", True, True), keyed=False))
+        events.append(_msg("sb", _sb(j + 1, "unkeyed never", f"UN{k % 5}", "Home", True, False), keyed=False))
+        j += 2
     # co-purchase: same-category (related) and cross-category (unrelated) pairs, some repeated
     # three categories of one type each: no ordinary product reaches MAX_TYPES partner types
     prods = [(f"C{c}{k:02d}", f"ctype{c}", CATS[c]) for c in range(3) for k in range(25)]

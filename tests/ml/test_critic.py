@@ -168,7 +168,7 @@ def test_training_is_deterministic_under_a_seed(tmp_path):
     # problems of another split would need new embeddings)
     a = C.train(C.IQA_DATA, tmp_path / "a", limit=300, seed=3, search_buy=False, progress=False)
     b = C.train(C.IQA_DATA, tmp_path / "b", limit=300, seed=3, search_buy=False, progress=False)
-    c = C.train(C.IQA_DATA, tmp_path / "c", limit=300, seed=4, search_buy=False, progress=False)
+    C.train(C.IQA_DATA, tmp_path / "c", limit=300, seed=4, search_buy=False, progress=False)  # another seed
     assert a["version"] == b["version"] and a["heldout"] == b["heldout"]
     assert (tmp_path / "a" / "heldout.jsonl").read_text() == (tmp_path / "b" / "heldout.jsonl").read_text()
     assert (tmp_path / "a" / "heldout.jsonl").read_text() != (tmp_path / "c" / "heldout.jsonl").read_text()

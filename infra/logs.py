@@ -1,15 +1,21 @@
-"""Structured (JSON lines) logging for workers and commands."""
+"""Structured (JSON lines) logging, one setup for both environments: the Faust worker and the
+stream commands (`logging_config` is Faust's `logging_config`) and the ML workers
+(generators/cli.py calls `setup`). infra/ is imported by both sides, streams/ only by one."""
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import time
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record: any message text (quotes, newlines, any script) stays valid JSON;
+    fields passed with `extra=` become keys of their own."""
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
             "ts": round(record.created, 3),
@@ -25,7 +31,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def logging_config(level: str = "INFO", as_json: bool = True) -> dict:
-    fmt = {"()": "streams.logs.JsonFormatter"} if as_json else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    fmt = {"()": "infra.logs.JsonFormatter"} if as_json else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -38,6 +44,5 @@ def logging_config(level: str = "INFO", as_json: bool = True) -> dict:
 
 
 def setup(level: str = "INFO", as_json: bool = True) -> None:
-    import logging.config
-
+    """Configure the root logger of a process that has no framework doing it (the ML workers)."""
     logging.config.dictConfig(logging_config(level, as_json))
