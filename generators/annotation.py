@@ -76,13 +76,15 @@ def validate(rows: list[dict]) -> list[dict]:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows of a JSONL file (the annotation store, the critic's data); AnnotationError (a
+    ValueError) names the first line that is not JSON, and nothing is read."""
     rows = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except ValueError as e:
-                raise AnnotationError(f"{path}:{n}: not JSON ({e}), nothing imported") from None
+                raise AnnotationError(f"{path}:{n}: not JSON ({e}); nothing read") from None
     return rows
 
 

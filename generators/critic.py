@@ -289,15 +289,10 @@ def annotation_problems(path: str | Path) -> list[dict]:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except ValueError as e:
-                    raise ValueError(f"{path}:{n}: not JSON ({e})") from None
-    return out
+    """The rows of a JSONL file; ValueError names the line that is not JSON."""
+    from generators.annotation import read_jsonl as read
+
+    return read(path)
 
 
 def data_format(rows: list[dict]) -> str:

@@ -297,6 +297,49 @@ def vacuous(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
     return 0.0, None
 
 
+# The "who" relations name people (or animals, for pet products). COSMO filters candidates by rules
+# before its critic; this one is the relation's form: an audience that is an activity ("a day
+# hike"), a place or an object ("a home office", "a mountain bike") is not an audience. On the 674
+# hand-labelled SmolLM2 audience candidates of generators/data/real_candidates.jsonl it rejects 507
+# of the 653 implausible and none of the 21 plausible, nor any of the 88 hand-written plausible
+# audiences of generators/data (tests/test_filters.py checks both).
+WHO_RELATIONS = frozenset({"used_for_audience", "used_by", "xIs_a"})
+_BEINGS = frozenset("""
+people person persons man men woman women guy guys lady ladies kid kids child children baby babies infant infants
+toddler toddlers newborn newborns teen teens teenager teenagers tween tweens youth adult adults senior seniors elderly
+parent parents mom moms mother mothers mum mums dad dads father fathers grandparent grandparents grandma grandmas
+grandpa grandpas grandmother grandmothers grandfather grandfathers grandchild grandchildren grandkid grandkids
+family families couple couples friend friends guest guests student students boy boys girl girls newlywed newlyweds
+preschooler preschoolers someone anyone everyone anybody somebody user users owner owners fan fans lover lovers
+customer customers patient patients athlete athletes beginner beginners vegan vegans vegetarian vegetarians nurse
+nurses doctor doctors chef chefs cook cooks musician musicians gamer gamers worker workers traveler travelers
+traveller travellers commuter commuters homeowner homeowners resident residents wife wives husband husbands son sons
+daughter daughters sibling siblings nanny nannies caregiver caregivers enthusiast enthusiasts hobbyist hobbyists
+professional professionals employee employees staff team teams crew pet pets dog dogs puppy puppies cat cats kitten
+kittens bird birds horse horses animal animals fish rabbit rabbits hamster hamsters human humans individual
+individuals beginner novice novices expert experts guy gal bride brides groom grooms client clients veteran
+veterans scout scouts police mommies kiddos pup pups twins host hosts roommate roommates colleague colleagues spouse
+spouses boyfriend boyfriends girlfriend girlfriends grad grads graduate graduates diabetic diabetics asthmatic
+asthmatics millennials fiance fiancee
+""".split())
+_AGENT_SUFFIXES = ("ers", "ors", "ists", "ians", "ees", "ants", "ents", "nauts", "men")
+
+
+def relation_form(item: dict, cfg: "FilterConfig") -> tuple[float, str | None]:
+    """A "who" relation's tail must name a being (a lexicon of people and animal nouns, or a plural
+    agent noun: "-ers", "-ists", ...). English only: tails with non-ASCII letters are not judged here."""
+    if item["relation"] not in WHO_RELATIONS:
+        return 0.0, None
+    tail = html.unescape(item["tail"])
+    if any(ch.isalpha() and not ch.isascii() for ch in tail):
+        return 0.0, None
+    ws = [w.strip("'") for w in re.findall(r"[a-z']+", tail.lower())]
+    if any(w in _BEINGS or w.removesuffix("'s") in _BEINGS or (len(w) > 4 and w.endswith(_AGENT_SUFFIXES))
+           for w in ws):
+        return 0.0, None
+    return 1.0, f"not a who: the {item['relation']} tail names no person or animal"
+
+
 def fewshot_echo(item: dict, answers: dict[str, set[str]]) -> tuple[float, str | None]:
     """Reject a tail equal to a few-shot answer unless the item's context is that example's."""
     from generators.parsing import normalize
@@ -390,7 +433,7 @@ class Verdict:
                 "scores": {k: round(v, 4) for k, v in self.scores.items()}}
 
 
-STAGES = ("safety", "fluency", "restatement", "echo", "generic", "paraphrase", "critic", "self_eval")
+STAGES = ("safety", "fluency", "restatement", "echo", "generic", "form", "paraphrase", "critic", "self_eval")
 
 
 @dataclass
@@ -422,7 +465,8 @@ class FilterPipeline:
             return (score, why) if why else self.stats.generic_score(it, c)
 
         for name, rule in (("safety", safety), ("fluency", fluency_rules), ("restatement", restatement),
-                           ("echo", lambda it, c: fewshot_echo(it, self.fewshot)), ("generic", generic)):
+                           ("echo", lambda it, c: fewshot_echo(it, self.fewshot)), ("generic", generic),
+                           ("form", relation_form)):
             for i in alive():
                 score, why = rule(items[i], cfg)
                 out[i].scores[name] = score

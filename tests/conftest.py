@@ -42,6 +42,19 @@ def settings_for(monkeypatch):
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def stream_env(broker, tmp_path, settings_for):
+    """(a stream worker's environment, in-process Settings) on the test broker with the test
+    workload's thresholds (tests/workload.ENV), every stream topic created."""
+    from tests import workload
+    from tests.kafka_util import create_topics, worker_env
+
+    e = worker_env(broker, tmp_path / "data", **workload.ENV)
+    s = settings_for(broker, **workload.ENV)
+    create_topics(broker, s)
+    return e, s
+
+
 # tests/ml needs the ML environment (.venv-ml: vLLM, torch); .ci/pytest.sh runs it there.
 import importlib.util  # noqa: E402
 

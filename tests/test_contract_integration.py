@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 
 from streams.producer import EventProducer, owner_partition
 from tests import workload
-from tests.kafka_util import GROUP, TOPIC, Worker, assignments, create_topics, read_json, wait_caught_up, worker_env
+from tests.kafka_util import GROUP, TOPIC, Worker, assignments, read_json, wait_caught_up, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -19,11 +19,8 @@ STAGES = [TOPIC.search_buy, TOPIC.requests]
 
 
 @pytest.fixture
-def env(broker, tmp_path, settings_for):
-    e = worker_env(broker, tmp_path / "data", **workload.ENV)
-    s = settings_for(broker, **workload.ENV)
-    create_topics(broker, s)
-    return e, s
+def env(stream_env):
+    return stream_env
 
 
 def _event(eid: str, query: str, t: int = workload.T0) -> bytes:

@@ -186,7 +186,7 @@ def test_pipeline_runs_stages_in_order_and_scores_only_survivors():
     assert got == [(True, None), (False, "restatement"), (False, "paraphrase"), (False, "critic"), (False, "fluency"),
                    (False, "generic"), (False, "safety"), (False, "echo")]
     assert calls == {"similarity": 3, "critic": 2}  # each model stage sees only what earlier stages kept
-    assert set(verdicts[0].scores) == {"safety", "fluency", "restatement", "echo", "generic", "paraphrase", "critic"}
+    assert set(verdicts[0].scores) == {"safety", "fluency", "restatement", "echo", "generic", "form", "paraphrase", "critic"}
     assert verdicts[3].reason.startswith("implausible")
 
 
@@ -214,3 +214,28 @@ def test_the_critic_does_not_judge_what_it_cannot_read():
     out = FilterPipeline(FilterConfig(), TailStats(), critic=critic).run(items)
     assert not out[0].kept and out[0].stage == "critic" and "not judged" in out[0].reason
     assert out[1].kept and scored == ["boil water for tea"]
+
+
+def test_a_who_relation_names_a_person_or_an_animal():
+    import json
+    from pathlib import Path
+
+    from processors.filters import FilterConfig, relation_form
+
+    cfg, data = FilterConfig(), Path(__file__).resolve().parents[1] / "generators" / "data"
+    for tail in ("a day hike", "a home office", "sleeping in a dorm room", "a mountain bike", "hot chocolate"):
+        assert relation_form({"relation": "used_for_audience", "tail": tail}, cfg)[1], tail
+    for tail in ("seniors at risk of falling", "new parents", "dogs afraid of thunderstorms", "PC gamers",
+                 "kids&#39; birthday guests", "niños que aprenden a nadar", "car enthusiasts", "a puppy"):
+        assert relation_form({"relation": "used_for_audience", "tail": tail}, cfg)[1] is None, tail
+    assert relation_form({"relation": "used_for_event", "tail": "a day hike"}, cfg)[1] is None  # not a who
+    # the labelled generator output: no plausible audience lost, most implausible ones gone
+    rows = [json.loads(x) for x in (data / "real_candidates.jsonl").read_text().splitlines() if x.strip()]
+    aud = [r for r in rows if r["relation"] == "used_for_audience"]
+    assert not [r["tail"] for r in aud if r["plausible"] and relation_form(r, cfg)[1]]
+    bad = [r for r in aud if not r["plausible"]]
+    assert sum(1 for r in bad if relation_form(r, cfg)[1]) > 0.7 * len(bad)
+    hand = [json.loads(x) for f in ("search_buy_train.jsonl", "search_buy_test.jsonl")
+            for x in (data / f).read_text().splitlines() if x.strip()]
+    good = [t for r in hand for rel, t in r["plausible"] if rel == "used_for_audience"]
+    assert len(good) > 50 and not [t for t in good if relation_form({"relation": "used_for_audience", "tail": t}, cfg)[1]]

@@ -10,18 +10,15 @@ import pytest
 
 from streams.producer import EventProducer
 from tests import workload
-from tests.kafka_util import (ALL_STAGES, GROUP, SOURCES, TOPIC, Worker, committed, create_topics, produce, read_json,
-                              requests_by_pair, wait_caught_up, worker_env)
+from tests.kafka_util import (ALL_STAGES, GROUP, SOURCES, TOPIC, Worker, committed, produce, read_json,
+                              requests_by_pair, wait_caught_up)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def env(broker, tmp_path, settings_for):
-    e = worker_env(broker, tmp_path / "data", **workload.ENV)
-    s = settings_for(broker, **workload.ENV)
-    create_topics(broker, s)
-    return e, s
+def env(stream_env):
+    return stream_env
 
 
 def test_exactly_the_qualifying_pairs_reach_generation_and_invalid_ones_the_dlq(broker, env, tmp_path):

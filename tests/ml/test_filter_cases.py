@@ -32,7 +32,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "tests" / "data" / "filter_cases.jsonl"
-RULE_STAGES = ("safety", "fluency", "restatement", "echo", "generic")
+RULE_STAGES = ("safety", "fluency", "restatement", "echo", "generic", "form")
 CRITIC_KINDS = ("plausible_search_buy", "plausible_co_purchase", "absurd_search_buy", "absurd_co_purchase")
 RULE_KINDS = ("keyboard_noise", "bare_numbering", "generic", "fewshot_echo", "injection", "restatement", "non_ascii",
               "html_entity")
