@@ -231,8 +231,28 @@ class EngineUnavailable(RuntimeError):
     pass
 
 
+MAX_STOP = 4  # stop strings an OpenAI-compatible server takes per request (vLLM's server refuses more)
+
+
+def cut_at_stops(c: Completion, stops: tuple[str, ...] | list[str]) -> Completion:
+    """The completion cut where the first of `stops` begins, as a server cuts at a stop string:
+    the text before it, the tokens that begin before it (the last may reach past the cut, as when
+    the server stops), finish reason "stop". Unchanged when none occurs."""
+    at = min((i for i in (c.text.find(s) for s in stops if s) if i >= 0), default=-1)
+    if at < 0:
+        return c
+    if c.token_ends and len(c.token_ends) == len(c.token_logprobs):
+        starts = [0, *c.token_ends[:-1]]
+        keep = sum(1 for b in starts if b < at)
+        return Completion(c.text[:at], keep, c.token_logprobs[:keep], "stop", c.token_ends[:keep])
+    return Completion(c.text[:at], c.n_tokens, c.token_logprobs, "stop", [])
+
+
 class OpenAIEngine:
-    """POST /v1/completions on an OpenAI-compatible server (e.g. `vllm serve`)."""
+    """POST /v1/completions on an OpenAI-compatible server (e.g. `vllm serve`).
+
+    The server takes at most MAX_STOP stop strings: the first ones are sent, the rest applied to
+    the returned text here (the same cut, a few tokens later)."""
 
     name = "openai"
 
@@ -271,7 +291,7 @@ class OpenAIEngine:
             return [self._chat(p, params) for p in prompts]  # the chat API takes one conversation a call
         body = {"model": self.model, "prompt": prompts, "max_tokens": params.max_tokens,
                 "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed,
-                "stop": list(params.stop)}
+                "stop": list(params.stop[:MAX_STOP])}
         if params.logprobs:
             body["logprobs"] = 1
         choices = sorted(self._post(body)["choices"], key=lambda c: c["index"])
@@ -283,18 +303,19 @@ class OpenAIEngine:
             ends = token_ends([t for _, t in pairs]) if len(toks) == len(lp) else []
             if ends and ends[-1] < len(c["text"]):
                 ends = []
-            out.append(Completion(c["text"], len(lp) if lp else len(c["text"].split()),
-                                  [x for x, _ in pairs] if ends else [x for x in lp if x is not None],
-                                  c.get("finish_reason"), ends))
+            out.append(cut_at_stops(Completion(c["text"], len(lp) if lp else len(c["text"].split()),
+                                               [x for x, _ in pairs] if ends else [x for x in lp if x is not None],
+                                               c.get("finish_reason"), ends), params.stop[MAX_STOP:]))
         return out
 
     def _chat(self, prompt: str, params: GenParams) -> Completion:
         body = {"model": self.model, "messages": [{"role": "user", "content": chat_prompt(prompt)}],
                 "max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
-                "seed": params.seed, "stop": list(params.stop), "logprobs": params.logprobs}
+                "seed": params.seed, "stop": list(params.stop[:MAX_STOP]), "logprobs": params.logprobs}
         c = self._post(body, "/v1/chat/completions")["choices"][0]
         lps = [t["logprob"] for t in ((c.get("logprobs") or {}).get("content") or [])]
-        return Completion(c["message"]["content"], len(lps), lps, c.get("finish_reason"))
+        return cut_at_stops(Completion(c["message"]["content"], len(lps), lps, c.get("finish_reason")),
+                            params.stop[MAX_STOP:])
 
     def yes_no(self, prompts: list[str]) -> list[float]:
         body = {"model": self.model, "prompt": prompts, "max_tokens": 1, "temperature": 0.0, "logprobs": 20}

@@ -45,6 +45,7 @@ if settings.faust_fastpath:
 if needs_true_highwaters(settings):  # a broker workaround, only where the broker needs it
     faust_patches.apply_true_highwaters(settings.broker, settings.kafka)
 faust_patches.settle_before_commit(state.settle)  # no offset committed past a changelog write the broker refused
+faust_patches.seek_uncommitted_to_start()  # a restart re-reads partitions the group never committed
 
 app = faust.App(
     settings.app_id,

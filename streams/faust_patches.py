@@ -22,6 +22,18 @@ our Prometheus counters are kept per micro-batch, so a worker may skip those cal
 what the producer sent was accepted. Our table changelogs are written without waiting for each
 acknowledgement (streams/state.py); before any commit, every such write must be acknowledged and a
 refused one sent again (streams.state.settle), or the commit is not made (it raises).
+
+6. `seek_uncommitted_to_start`: after every assignment Faust resumes the stream partitions, then
+seeks them to their committed offsets (aiokafka's seek_to_committed), then lets messages flow.
+What the fetcher got in between is dropped (the flow is not on yet) and is fetched again from the
+committed offset, except on a partition the group has never committed (or committed at 0): there
+aiokafka does not seek at all, so the fetch position stays after the dropped messages. A worker
+restarted after a crash that came before the first commit of a partition (kill -9 while a stage
+was handling its first messages) then never sees those messages, and once a newer message of the
+partition is handled its offset is committed past them: lost (found by `intentflow bench faults`:
+feature rows never written offline, entity updates never applied). Such partitions are sought to
+the start the group's `consumer_auto_offset_reset` names (earliest: the log start), as a consumer
+without a committed offset must be.
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ import faust
 log = logging.getLogger(__name__)
 
 # streams/take.py and the patches here use Faust internals of this release (Consumer._drain_messages,
-# Consumer._commit_offsets, AIOKafkaConsumerThread._highwaters, Stream.channel.queue, Event.ack,
+# Consumer._commit_offsets, AIOKafkaConsumerThread._highwaters and .seek_to_committed, Stream.channel.queue, Event.ack,
 # Message.tracked, consumer.unacked, flow_control, consumer_generation_id): pinned in pyproject.toml
 FAUST_VERSION = "0.15.3"
 
@@ -154,3 +166,40 @@ def settle_before_commit(settle: Callable[[Any], Awaitable[None]]) -> None:
 
     fc.Consumer._commit_offsets = _commit_offsets
     _settle_applied = True
+
+
+def uncommitted(committed: dict, changelog_topics: set[str] | frozenset[str]) -> list:
+    """The stream partitions (not table changelogs, which recovery positions itself) of a
+    seek_to_committed result that aiokafka left where they were: no committed offset, or 0."""
+    return sorted((tp for tp, offset in committed.items()
+                   if (offset is None or offset <= 0) and tp.topic not in changelog_topics),
+                  key=lambda tp: (tp.topic, tp.partition))
+
+
+_seek_applied = False
+
+
+def seek_uncommitted_to_start() -> None:
+    """After Faust's seek to the committed offsets, seek the partitions without one (or at 0) to
+    the start `consumer_auto_offset_reset` names (earliest or latest); see 6. above."""
+    global _seek_applied
+    if _seek_applied:
+        return
+    import faust.transport.drivers.aiokafka as fa
+
+    original = fa.AIOKafkaConsumerThread.seek_to_committed
+
+    async def seek_to_committed(self):
+        committed = await original(self)
+        todo = uncommitted(committed, self.app.tables.changelog_topics)
+        if todo:
+            consumer = self._ensure_consumer()
+            reset = (self.app.conf.consumer_auto_offset_reset or "earliest").lower()
+            if reset == "earliest":
+                await self.call_thread(consumer.seek_to_beginning, *todo)
+            elif reset == "latest":
+                await self.call_thread(consumer.seek_to_end, *todo)
+        return committed
+
+    fa.AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
+    _seek_applied = True

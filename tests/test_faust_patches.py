@@ -73,3 +73,43 @@ def test_the_worker_refuses_a_faust_release_whose_internals_were_not_read():
     faust_patches.check_faust_version()  # the installed, pinned one
     with pytest.raises(RuntimeError, match="0.16.0"):
         faust_patches.check_faust_version("0.16.0")
+
+
+def test_partitions_the_group_never_committed_are_sought_to_the_start_after_an_assignment():
+    """Found by `intentflow bench faults`: a worker killed before a partition's first commit and
+    restarted had its fetch position left after messages dropped during the rebalance (aiokafka's
+    seek_to_committed does not seek a partition without a committed offset, or at 0), so it never
+    handled them. Those stream partitions are now sought to the start; table changelogs and
+    partitions with a committed offset are left to Faust."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import faust.transport.drivers.aiokafka as fa
+    from aiokafka.structs import TopicPartition as TP
+
+    committed = {TP("features.rows", 0): None, TP("features.rows", 1): 7, TP("knowledge.edges", 2): 0,
+                 TP("app-entity_knowledge-changelog", 0): None}
+    sought: list = []
+
+    class Consumer:
+        async def seek_to_committed(self):
+            return dict(committed)
+
+        async def seek_to_beginning(self, *tps):
+            sought.extend(tps)
+
+    class Thread:
+        app = SimpleNamespace(tables=SimpleNamespace(changelog_topics={"app-entity_knowledge-changelog"}),
+                              conf=SimpleNamespace(consumer_auto_offset_reset="earliest"))
+        consumer = Consumer()
+
+        def _ensure_consumer(self):
+            return self.consumer
+
+        async def call_thread(self, fn, *args):
+            return await fn(*args)
+
+    faust_patches.seek_uncommitted_to_start()
+    assert asyncio.run(fa.AIOKafkaConsumerThread.seek_to_committed(Thread())) == committed
+    assert sought == [TP("features.rows", 0), TP("knowledge.edges", 2)]
+    assert faust_patches.uncommitted({TP("t", 0): 3}, set()) == []
