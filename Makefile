@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 ML := .venv-ml
 ML_STAMP := $(ML)/.installed
 
-.PHONY: demo test unit system system-test clean venv venv-ml models
+.PHONY: demo test unit system system-test clean venv venv-ml envs models
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,14 +40,20 @@ system:
 system-test:
 	bash infra/install-system.sh --test
 
-test: system-test venv venv-ml models
+# The two environments are independent: built side by side (pip is mostly single-threaded).
+envs:
+	$(MAKE) -j2 --output-sync=target venv venv-ml
+
+test: system-test envs
+	$(MAKE) models
 	bash .ci/pytest.sh
 
 unit: venv
 	$(VENV)/bin/pytest -q -m "not integration" --ignore=tests/ml
 
 # The embedded default: local broker, the real workers, SmolLM2 on vLLM (CPU), Feast on SQLite.
-demo: system venv venv-ml models
+demo: system envs
+	$(MAKE) models
 	$(VENV)/bin/intentflow demo
 
 clean:

@@ -119,7 +119,8 @@ def one_vllm(pairs: int, batch: int, dtype: str) -> dict:
         try:
             s = MLSettings(dtype=dtype, broker=f"127.0.0.1:{port}", session_timeout_s=6)
             t = s.topics
-            services.ensure_topics(s.broker, [t.batches, t.priority_batches, t.candidates, t.rejected, t.generation_dlq], 4)
+            services.ensure_topics(s.broker, [t.batches, t.priority_batches, t.candidates, t.rejected, t.generation_dlq],
+                                   s.partitions)
             from confluent_kafka import Producer
 
             p = Producer({"bootstrap.servers": s.broker})

@@ -176,7 +176,7 @@ def filter_worker(critic_dir: str | None, self_eval: bool, max_candidates: int |
     from generators.config import MLSettings
     from generators.filter_worker import FilterWorker
 
-    s = MLSettings()  # topics: `intentflow topics create` (or the demo's stack) makes them, with their partitions
+    s = MLSettings()  # topics: `intentflow topics create` (or the demo's stack) makes them; the worker checks
     if s.metrics_port:
         from prometheus_client import start_http_server
 

@@ -109,6 +109,7 @@ class FilterWorker:
                  batch_wait_s: float = 0.5, critic_version: str | None = None) -> None:
         self.s = settings
         t = settings.topics
+        kafka_io.require_topics(settings, [t.candidates, t.edges, t.rejected, t.filter_dlq, t.tail_stats])
         self.shared = SharedTailStats(settings, t.tail_stats)
         self.pipeline: FilterPipeline = pipeline_factory(self.shared.stats)
         self.critic_version = critic_version

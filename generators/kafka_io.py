@@ -50,6 +50,18 @@ def deliver(p: Producer, records: list[tuple[str, str, bytes]], timeout: float =
         raise RuntimeError(f"{len(errors)} message(s) not delivered ({left} still queued): {errors[:1]}")
 
 
+def require_topics(s, names: list[str], timeout: float = 10.0) -> None:
+    """Raise RuntimeError naming those of `names` the broker (s.broker) does not have. The ML workers
+    create no topic: `intentflow topics create` makes every one, with INTENTFLOW_PARTITIONS."""
+    from confluent_kafka.admin import AdminClient
+
+    have = AdminClient(client_config(s)).list_topics(timeout=timeout).topics
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise RuntimeError(f"topic(s) {', '.join(missing)} not on the broker {s.broker}: create the pipeline's "
+                           f"topics with `intentflow topics create` (the workers create none)")
+
+
 def log_assignment(consumer, partitions) -> None:
     """on_assign callback: says which partitions a worker got (operators and the demo read it)."""
     logging.getLogger("intentflow.kafka").info(

@@ -47,7 +47,9 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in [
 ]}
 
 SEEDS = ("usedFor", "capableOf", "isA", "cause")
-# What the stream asks for by default: one relation per E-CARE scope and the commonest seeds.
+# What prompts.build asks when its caller names no relations (tests, ad-hoc tools): one relation
+# per E-CARE scope and the commonest seeds. The generation workers always name theirs:
+# INTENTFLOW_GENERATION__RELATIONS (infra/settings.GenerationConfig), a shorter list by default.
 DEFAULT = ("used_for_function", "used_for_audience", "used_in_location", "xWant", "capableOf", "isA")
 
 

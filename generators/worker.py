@@ -34,6 +34,7 @@ from prometheus_client import Histogram
 from generators import kafka_io, parsing, prompts
 from generators.config import MLSettings
 from generators.engines import Completion, Engine, GenParams, streaming
+from infra.settings import priority_group
 from processors.dlq import envelope
 from processors.filters import gist
 from processors.safety import request_reasons
@@ -147,12 +148,14 @@ class Job:
 class GenerationWorker:
     def __init__(self, engine: Engine, settings: MLSettings | None = None, group: str | None = None) -> None:
         self.s = settings or MLSettings()
+        t = self.s.topics
+        kafka_io.require_topics(self.s, [t.batches, t.priority_batches, t.candidates, t.rejected, t.generation_dlq])
         self.engine = engine
         self.stream = streaming(engine)
         self.params = gen_params(self.s)
         group = group or self.s.groups.generate
         conf = kafka_io.consumer_config(self.s, group, max_poll_interval_ms=900000)  # a CPU engine may take minutes
-        self.consumers = {"priority": Consumer({**conf, "group.id": f"{group}.priority"}), "normal": Consumer(conf)}
+        self.consumers = {"priority": Consumer({**conf, "group.id": priority_group(group)}), "normal": Consumer(conf)}
         self.producer = kafka_io.producer(self.s)
         self.recent: OrderedDict[str, None] = OrderedDict()  # request ids done lately, or in flight
         self.jobs: dict[str, Job] = {}  # group key -> its job

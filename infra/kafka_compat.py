@@ -18,7 +18,7 @@ from infra.kafka_conf import client_config
 
 def true_end_offsets(bootstrap: str, ends: dict[tuple[str, int], int], timeout: float = 5.0,
                      security=None) -> dict[tuple[str, int], int]:
-    """`security`: generators.config.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment)."""
+    """`security`: infra.settings.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment)."""
     out = dict(ends)
     todo = {k: v for k, v in ends.items() if v and v > 0}
     if not todo:

@@ -1,7 +1,7 @@
 """One place where the stream side's confluent-kafka clients get their configuration.
 
 Every client (producers, consumers, admin clients) is built from `client_config`: the bootstrap
-servers plus the TLS/SASL options of `generators.config.KafkaSecurity` (INTENTFLOW_KAFKA__*: the
+servers plus the TLS/SASL options of `infra.settings.KafkaSecurity` (INTENTFLOW_KAFKA__*: the
 model the ML workers use too), so a broker that needs TLS or SASL is reached by every tool alike.
 Functions that take a bare bootstrap string read those options from the environment unless they
 are given; the Faust worker gets the same options as credentials (streams/settings.faust_credentials).
@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from generators.config import KafkaSecurity
+from infra.settings import KafkaSecurity
 
 
 class _KafkaEnv(BaseSettings):

@@ -109,7 +109,7 @@ def broker_bin() -> str:
 
 
 def broker_healthy(bootstrap: str, timeout: float = 2.0, security=None) -> bool:
-    """`security`: generators.config.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment)."""
+    """`security`: infra.settings.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment)."""
     from confluent_kafka.admin import AdminClient
 
     from infra.kafka_conf import client_config
@@ -123,7 +123,7 @@ def broker_healthy(bootstrap: str, timeout: float = 2.0, security=None) -> bool:
 
 def broker_up(port: int, run_dir: Path, timeout: float = 20.0) -> Service:
     """Start Tansu on 127.0.0.1:port unless it already runs there; return when it answers metadata."""
-    from generators.config import KafkaSecurity
+    from infra.settings import KafkaSecurity
 
     svc = Service("tansu", port, run_dir)
     url = f"127.0.0.1:{port}"
@@ -199,7 +199,7 @@ def _reap(pid: int) -> None:
 def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication: int = 1, timeout: float = 15.0,
                   compacted: tuple[str, ...] = (), security=None) -> list[str]:
     """Create the topics that do not exist yet (those in `compacted` with cleanup.policy=compact).
-    `security`: generators.config.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment)."""
+    `security`: infra.settings.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -220,3 +220,16 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication
             if "TOPIC_ALREADY_EXISTS" not in str(e):
                 raise ServiceError(f"cannot create topic {name}: {e}") from e
     return todo
+
+
+def ensure_pipeline_topics(s, timeout: float = 15.0) -> list[str]:
+    """Create every topic of `s.topic_specs()` (an infra.settings.Settings) that does not exist yet,
+    with its partitions, INTENTFLOW_REPLICATION and compaction, over INTENTFLOW_KAFKA__*; returns the
+    names created. What `intentflow topics create` and `infra up` run."""
+    specs = s.topic_specs()
+    created: list[str] = []
+    for partitions in sorted({x.partitions for x in specs}):
+        same = [x for x in specs if x.partitions == partitions]
+        created += ensure_topics(s.broker, [x.name for x in same], partitions, s.replication, timeout,
+                                 compacted=tuple(x.name for x in same if x.compacted), security=s.kafka)
+    return created

@@ -19,10 +19,11 @@ def existing(bootstrap: str, topics: list[str], security=None) -> list[str]:
     return [t for t in topics if t in md]
 
 
-def read_json(bootstrap: str, topic: str, tail: int | None = None, timeout: float = 30.0,
-              complete: bool = False, security=None) -> list[dict]:
-    """Every message of a topic up to its end when called (or the last `tail` per partition), as
-    JSON; undecodable ones are skipped. With `complete`, not reaching the end in time is an error."""
+def read_records(bootstrap: str, topic: str, tail: int | None = None, timeout: float = 30.0,
+                 complete: bool = False, security=None) -> list[tuple[bytes | None, bytes | None]]:
+    """(key, value) of every message of a topic up to its end when called (or the last `tail` per
+    partition), partition by partition in offset order; a tombstone's value is None. With
+    `complete`, not reaching the end in time is an error."""
     have = existing(bootstrap, [topic], security)
     if not have:
         return []
@@ -33,7 +34,7 @@ def read_json(bootstrap: str, topic: str, tail: int | None = None, timeout: floa
         return []
     c = Consumer(client_config(bootstrap, security, {"group.id": f"intentflow-reader-{time.time_ns()}",
                                                      "enable.auto.commit": False}))
-    out = []
+    out: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
     try:
         c.assign([TopicPartition(t, p, starts[(t, p)]) for (t, p) in todo])
         deadline = time.monotonic() + timeout
@@ -43,14 +44,24 @@ def read_json(bootstrap: str, topic: str, tail: int | None = None, timeout: floa
                     continue
                 k = (m.topic(), m.partition())
                 if m.offset() < ends[k]:
-                    try:
-                        out.append(json.loads(m.value()))
-                    except (ValueError, TypeError):
-                        pass
+                    out.setdefault(m.partition(), []).append((m.key(), m.value()))
                 if m.offset() + 1 >= ends[k]:
                     todo.discard(k)
         if complete and todo:
             raise TimeoutError(f"reading {topic}: partitions {sorted(p for _, p in todo)} not read to their end in {timeout} s")
     finally:
         c.close()
+    return [r for p in sorted(out) for r in out[p]]
+
+
+def read_json(bootstrap: str, topic: str, tail: int | None = None, timeout: float = 30.0,
+              complete: bool = False, security=None) -> list[dict]:
+    """Every message of a topic up to its end when called (or the last `tail` per partition), as
+    JSON; undecodable ones are skipped. With `complete`, not reaching the end in time is an error."""
+    out = []
+    for _, value in read_records(bootstrap, topic, tail, timeout, complete, security):
+        try:
+            out.append(json.loads(value))
+        except (ValueError, TypeError):
+            pass
     return out

@@ -1,7 +1,7 @@
 """Tunable thresholds of the stream stages, with their documented defaults.
 
 These are plain pydantic models so the pure processors can be built and tested without the
-environment; streams/settings.py nests them under INTENTFLOW_SAMPLING__*, INTENTFLOW_DEDUP__*, ...
+environment; infra/settings.py nests them under INTENTFLOW_SAMPLING__*, INTENTFLOW_DEDUP__*, ...
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ class SamplingConfig(BaseModel):
     min_type_pair_support: int = Field(3, ge=1, description="distinct product pairs that must link two different product types (and categories) for them to count as related")
     max_product_types: int = Field(20, ge=1, description="a product co-purchased with more distinct product types than this is noise and dropped")
     # re-generation
-    pair_ttl_s: float = Field(7 * 86400, ge=0, description="a pair emitted within this many seconds (event time) is not emitted again")
+    pair_ttl_s: float = Field(7 * 86400, ge=0, description="the sampler emits a request for a behaviour pair at most once per this many seconds (event time of the events that qualify it). Sampled pairs only: serving cache misses never pass the sampler (INTENTFLOW_DEDUP__TTL_S covers every request)")
     event_id_ttl_s: float = Field(3600, ge=0, description="event ids remembered this long (event time) to drop duplicates")
     max_future_skew_s: float = Field(300, ge=0, description="events dated more than this many seconds after the wall clock are dead-lettered (worker and replay): one far-future time would otherwise move event-time state ahead")
 
 
 class DedupConfig(BaseModel):
-    ttl_s: float = Field(7 * 86400, ge=0, description="a pair sent to generation within this many seconds (event time) is not sent again")
+    ttl_s: float = Field(7 * 86400, ge=0, description="dedup sends a pair to generation at most once per this many seconds (event time of the request), whichever way the request came: sampled (knowledge.requests) or a serving cache miss (knowledge.requests.priority), which INTENTFLOW_SAMPLING__PAIR_TTL_S does not see. A sampled pair re-emitted after pair_ttl_s passes here only once this has passed too")
 
 
 class BatchConfig(BaseModel):

@@ -27,6 +27,7 @@ import faust
 from pydantic import ValidationError
 
 from infra import logs
+from infra.settings import TABLES
 from processors import dedup, features, sampling
 from processors.events import EventError, future_error, parse_co_purchase, parse_search_buy
 from processors.requests import GenerationRequest
@@ -40,12 +41,12 @@ from streams.take import take
 log = logging.getLogger("intentflow.streams")
 settings = get_settings()
 faust_patches.check_faust_version()  # take.py and the patches read Faust internals of one release
-if settings.faust_fastpath:
-    faust_patches.apply_fastpath()
+faust_patches.patch_drain(fastpath=settings.faust_fastpath)  # gaps fetched again; the fast hand-off if on
 if needs_true_highwaters(settings):  # a broker workaround, only where the broker needs it
     faust_patches.apply_true_highwaters(settings.broker, settings.kafka)
 faust_patches.settle_before_commit(state.settle)  # no offset committed past a changelog write the broker refused
 faust_patches.seek_uncommitted_to_start()  # a restart re-reads partitions the group never committed
+faust_patches.commit_whole_runs()  # an offset acknowledged twice does not hold the commit back
 
 app = faust.App(
     settings.app_id,
@@ -97,21 +98,24 @@ entity_topic = _topic(settings.topics.entity_updates)
 rows_topic = _topic(settings.topics.feature_rows)
 
 
-def _table(name: str, help: str) -> TrackedTable:
-    table = app.Table(name, default=None, partitions=settings.partitions, help=help)
+def _table(name: str) -> TrackedTable:
+    """A table named in infra/settings.TABLES (KeyError otherwise): `intentflow topics create` makes
+    the changelog topics of exactly those."""
+    table = app.Table(name, default=None, partitions=settings.partitions, help=TABLES[name])
     assert table.key_serializer == table.value_serializer == "json", "streams/state.py writes JSON changelogs"
     return TrackedTable(table)
 
 
-sb_pairs = _table("sb_pairs", "search-buy counts per (query, product)")
-sb_queries = _table("sb_queries", "product types bought per query (specificity)")
-sb_seen = _table("sb_seen_blocks", "search-buy event ids seen recently, a block per micro-batch (sampling.SeenIds)")
-cp_pairs = _table("cp_pairs", "co-purchase counts per product pair")
-cp_types = _table("cp_type_pairs", "product pairs linking two product types (per partition)")
-cp_seen = _table("cp_seen_blocks", "co-purchase event ids seen recently, a block per micro-batch")
-products = _table("products", "distinct product types each product is co-purchased with")
-sent = _table("sent_requests", "the request last sent to generation per pair")
-knowledge = _table("entity_knowledge", "edges retained and edge ids seen per query, product and product pair")
+sb_pairs = _table("sb_pairs")
+sb_queries = _table("sb_queries")
+sb_seen = _table("sb_seen_blocks")
+cp_pairs = _table("cp_pairs")
+cp_types = _table("cp_type_pairs")
+cp_seen = _table("cp_seen_blocks")
+products = _table("products")
+sent = _table("sent_requests")
+knowledge = _table("entity_knowledge")
+assert set(app.tables) == set(TABLES), "every table of infra/settings.TABLES is made here, and no other"
 
 TAKE, WITHIN = 1000, 0.05
 
@@ -272,6 +276,7 @@ async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) ->
         t0 = time.perf_counter()
         outcomes: Counter = Counter()
         admitted: list[GenerationRequest] = []
+        source: dict[str, int] = {}  # request id -> partition of the message that carried it
         for event in events:
             m = event.message
             try:
@@ -287,6 +292,7 @@ async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) ->
             outcomes[verdict] += 1
             if verdict in ("admitted", "readmitted"):
                 admitted.append(req)
+                source[req.request_id] = m.partition
         # Order matters for a crash: the pairs' "sent" state is on the broker before their batch,
         # and the batch before the mark that it went out.
         await state.flush(app, sent, acked=True)
@@ -301,6 +307,9 @@ async def _dedup_and_batch(stream, stage: str, wait_s: float, priority: bool) ->
             # once the broker has the batches, a redelivered request must not be batched again
             await asyncio.gather(*acks)
             for req in admitted:
+                # the mark goes to the changelog partition of the pair's own source partition, where a
+                # worker that takes the partition over recovers it (not the last event's partition)
+                sent.partition = source[req.request_id]
                 dedup.mark_batched(req, sent)
             await state.flush(app, sent, acked=True)
         _count(stage, outcomes)

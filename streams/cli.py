@@ -28,19 +28,6 @@ def main() -> None:
 # --- services and topics ----------------------------------------------------------------
 
 
-def _topic_names(s) -> list[str]:
-    """Every topic of the pipeline: the stream side's and the ML workers' (one registry each, same env)."""
-    from generators.config import MLSettings
-
-    return sorted(set(s.topics.model_dump().values()) | set(MLSettings().topics.model_dump().values()))
-
-
-def _compacted() -> tuple[str, ...]:
-    from generators.config import MLSettings
-
-    return (MLSettings().topics.tail_stats,)
-
-
 @main.group()
 def infra() -> None:
     """Start, stop and check the local broker (Tansu) and Redis."""
@@ -65,8 +52,7 @@ def infra_up(no_redis: bool, as_json: bool) -> None:
     out = {"broker": s.broker, "broker_pid": services.broker_up(_broker_port(s), run).pid()}
     if not no_redis:
         out.update(redis=f"127.0.0.1:{s.redis_port}", redis_pid=services.redis_up(s.redis_port, run).pid())
-    out["topics_created"] = services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication,
-                                                   compacted=_compacted(), security=s.kafka)
+    out["topics_created"] = services.ensure_pipeline_topics(s)
     _emit(out, as_json)
 
 
@@ -101,12 +87,14 @@ def topics() -> None:
 
 @topics.command("create")
 def topics_create() -> None:
-    """Create every topic the pipeline uses (on any Kafka: INTENTFLOW_BROKER)."""
+    """Create every topic the pipeline uses (on any Kafka: INTENTFLOW_BROKER): the stream and ML
+    workers' topics, the stream tables' changelogs (<app_id>-<table>-changelog, compacted) and Faust's
+    leader topic, with INTENTFLOW_PARTITIONS and INTENTFLOW_REPLICATION. Topics that exist are left as
+    they are."""
     from infra import services
 
     s = get_settings()
-    created = services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication, compacted=_compacted(),
-                                     security=s.kafka)
+    created = services.ensure_pipeline_topics(s)
     click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
 
 
@@ -115,10 +103,10 @@ def topics_create() -> None:
 @click.option("--markdown", is_flag=True, help="the documented table of settings (docs/CONFIGURATION.md)")
 def config(as_json: bool, markdown: bool) -> None:
     """Print every setting with its current value (from INTENTFLOW_* and .env)."""
-    from streams.settings import settings_markdown
+    from infra import settings as model
 
     if markdown:
-        click.echo(settings_markdown(), nl=False)
+        click.echo(model.markdown(), nl=False)
         return
     d = get_settings().model_dump()
     click.echo(json.dumps(d, indent=None if as_json else 2))
@@ -136,8 +124,7 @@ def worker(web_port: int | None, loglevel: str | None, faust_args: tuple[str, ..
     from infra import services
 
     s = get_settings()
-    services.ensure_topics(s.broker, _topic_names(s), s.partitions, s.replication, compacted=_compacted(),
-                           security=s.kafka)
+    services.ensure_pipeline_topics(s)  # idempotent: what `intentflow topics create` makes
     from streams.app import app
 
     import asyncio
@@ -448,7 +435,7 @@ def status(window: float, metrics_urls: tuple[str, ...], as_json: bool) -> None:
     from streams.status import render, snapshot
 
     s = get_settings()
-    snap = snapshot(s.broker, s.topics, window, {u: u for u in metrics_urls})
+    snap = snapshot(s.broker, s.topics, window, {u: u for u in metrics_urls}, settings=s)
     click.echo(json.dumps(snap) if as_json else render(snap))
 
 
@@ -559,6 +546,27 @@ def bench_e2e(rate: float, duration: float, new_pairs_per_s: float, ramp: str, l
     levels = tuple(float(x) for x in ramp.split(",") if x.strip())
     _emit(run_e2e_bench(rate, duration, new_pairs_per_s, progress=not as_json, ramp=levels, level_s=level_s,
                         spike=spike, spike_s=spike_s), as_json)
+
+
+@bench.command("faults")
+@click.option("--schedule", type=click.Choice(["short", "full"]), default="full", show_default=True,
+              help="short: kill -9 of each worker and a Redis restart, vLLM in the generation worker (4-5 min on 2 "
+                   "cores; what the tests run); full: also the `vllm serve` engine server, each worker killed twice, "
+                   "more events (5-10 min)")
+@click.option("--events", type=int, default=None, help="sample events replayed (default: the schedule's, 150 / 300)")
+@click.option("--seed", default=13, show_default=True, help="the workload's mix and the faults' moments")
+@click.option("--data-dir", default=None, help="where the stack keeps its state and logs (default: .intentflow/bench-faults)")
+@click.option("--json", "as_json", is_flag=True)
+def bench_faults(schedule: str, events: int | None, seed: int, data_dir: str | None, as_json: bool) -> None:
+    """Kill -9 each worker (and restart Redis, the engine server) at seeded random points of a
+    replay, then account for every event and every edge: events in, accounted, lost, duplicated,
+    recovery seconds per fault. Exit 1 if anything was lost or duplicated, a fault did not recover or no
+    knowledge was made at all."""
+    from streams.bench_faults import render, run_faults_bench
+
+    report = run_faults_bench(schedule, events, seed, progress=not as_json, data_dir=data_dir)
+    click.echo(json.dumps(report, default=str) if as_json else render(report))
+    sys.exit(0 if report["ok"] else 1)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from generators.relations import RELATIONS
 from streams import status
-from streams.stack import ROOT, Stack, ml_python
+from streams.stack import ROOT, Stack
 
 SAMPLES = ROOT / "streams" / "samples"
 # Small micro-batches: on a 2-core CPU a batch of 8 requests x 3 relations generates in ~10 s.
@@ -95,18 +95,7 @@ def run_demo(events: int | None = None, rate: float | None = None, timeout: floa
     s = sent = None
     t_ready = t_sent = None
     try:
-        _say(progress, "model: checking the bundled SmolLM2 and the default critic (made once, then cached)")
-        subprocess.run([ml_python(), "-m", "generators.cli", "bootstrap"], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
-        _say(progress, f"starting the broker and the workers (logs in {data_dir / 'logs'})")
-        last = [""]
-
-        def tell(msg: str) -> None:
-            if msg != last[0]:
-                last[0] = msg
-                _say(progress, msg)
-
-        stack.start(progress=tell)
+        tell = stack.boot(lambda msg: _say(progress, msg))
         t_ready = time.monotonic()
         s = Settings(broker=stack.broker)
         producer = EventProducer(s)

@@ -44,7 +44,7 @@ class DeliveryError(RuntimeError):
 
 
 def producer_config(bootstrap: str, security=None, **overrides: Any) -> dict:
-    """`security`: generators.config.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment).
+    """`security`: infra.settings.KafkaSecurity (None: INTENTFLOW_KAFKA__* from the environment).
     `overrides`: librdkafka options (**{"linger.ms": 20})."""
     from infra.kafka_conf import client_config
 

@@ -12,30 +12,29 @@ import urllib.request
 
 from confluent_kafka import Consumer, TopicPartition
 
-from generators.config import MLSettings
 from infra.kafka_compat import end_offsets
 from infra.kafka_conf import client_config
 from infra.topics import existing, read_json
 from processors.filters import STAGES as FILTER_STAGES
 from streams.settings import get_settings
 
-ML = MLSettings().topics  # the ML workers' topics, from the same INTENTFLOW_TOPICS__* environment
-DLQS = (get_settings().topics.dlq, ML.generation_dlq, ML.filter_dlq)
+ML = get_settings().topics  # the one topic registry (infra/settings.Topics): the ML workers' topics too
+DLQS = ML.dead_letters()
 
 
-def stages(t, app_id: str | None = None) -> list[tuple[str, str, list[str]]]:
-    """(stage, consumer group, input topics) in pipeline order; `t` is streams.settings.Topics, the
-    groups are INTENTFLOW_APP_ID's (the stream worker) and INTENTFLOW_GROUPS__* (ML workers)."""
-    app = app_id or get_settings().app_id
-    g = MLSettings().groups
+def stages(t, settings=None) -> list[tuple[str, str, list[str]]]:
+    """(stage, consumer group, input topics) in pipeline order; `t` is infra.settings.Topics, the
+    groups are `settings.consumer_groups` (default: the environment's): INTENTFLOW_APP_ID for the
+    stream workers, INTENTFLOW_GROUPS__* for the ML workers."""
+    g = (settings or get_settings()).consumer_groups
     return [
-        ("sample", app, [t.search_buy, t.co_purchase, t.by_product]),
-        ("dedup + batch", app, [t.requests, t.priority_requests]),
-        ("generate", g.generate, [t.batches]),
-        ("generate (priority)", f"{g.generate}.priority", [t.priority_batches]),
-        ("filter", g.filter, [ML.candidates]),
-        ("features", app, [t.edges, t.entity_updates]),
-        ("offline writer", app, [t.feature_rows]),
+        ("sample", g["stream"], [t.search_buy, t.co_purchase, t.by_product]),
+        ("dedup + batch", g["stream"], [t.requests, t.priority_requests]),
+        ("generate", g["generate"], [t.batches]),
+        ("generate (priority)", g["generate_priority"], [t.priority_batches]),
+        ("filter", g["filter"], [t.candidates]),
+        ("features", g["stream"], [t.edges, t.entity_updates]),
+        ("offline writer", g["stream"], [t.feature_rows]),
     ]
 
 
@@ -71,9 +70,9 @@ def lags(broker: str, stage_list: list[tuple[str, str, list[str]]]) -> dict[str,
             for st, g, ins in stage_list}
 
 
-def caught_up(broker: str, topics) -> tuple[bool, dict[str, int]]:
-    """Whether every stage has committed all its inputs, and the lag of each."""
-    lag = lags(broker, stages(topics))
+def caught_up(broker: str, topics, settings=None) -> tuple[bool, dict[str, int]]:
+    """Whether every stage has committed all its inputs, and the lag of each (groups as in stages())."""
+    lag = lags(broker, stages(topics, settings))
     return all(v == 0 for v in lag.values()), lag
 
 
@@ -118,25 +117,29 @@ def filter_pass_rates(outcomes: dict[str, float]) -> list[dict]:
     return out
 
 
-def snapshot(broker: str, topics, window_s: float = 2.0, metrics_urls: dict[str, str] | None = None) -> dict:
-    """The status report: counts, lag and throughput per stage over `window_s`, DLQs, pass rates, freshness."""
-    all_topics = sorted({x for _, _, ts in stages(topics) for x in ts} | set(DLQS) |
-                        {topics.edges, ML.rejected, topics.feature_rows})
-    c0 = {(st, g): committed(broker, g, ts) for st, g, ts in stages(topics)}
+def snapshot(broker: str, topics, window_s: float = 2.0, metrics_urls: dict[str, str] | None = None,
+             settings=None) -> dict:
+    """The status report: counts, lag and throughput per stage over `window_s`, DLQs, pass rates,
+    freshness. `settings` names the consumer groups (stages()); `topics` the topics."""
+    plan = stages(topics, settings)
+    dlqs = topics.dead_letters()
+    all_topics = sorted({x for _, _, ts in plan for x in ts} | set(dlqs) |
+                        {topics.edges, topics.rejected, topics.feature_rows})
+    c0 = {(st, g): committed(broker, g, ts) for st, g, ts in plan}
     t0 = time.monotonic()
     time.sleep(window_s)
     counts = topic_counts(broker, all_topics)
     dt = time.monotonic() - t0
     out: dict = {"broker": broker, "window_s": round(dt, 2), "stages": []}
-    for st, g, ts in stages(topics):
+    for st, g, ts in plan:
         c1 = committed(broker, g, ts)
         done = sum(c1.values())
         out["stages"].append({"stage": st, "group": g, "inputs": ts, "in": sum(counts[x] for x in ts),
                               "processed": done, "lag": sum(counts[x] for x in ts) - done,
                               "per_s": round((done - sum(c0[(st, g)].values())) / dt, 1)})
-    out["dlq"] = {d: counts[d] for d in DLQS}
+    out["dlq"] = {d: counts[d] for d in dlqs}
     out["topics"] = counts
-    cands = counts[ML.candidates]
+    cands = counts[topics.candidates]
     out["kept_rate"] = round(counts[topics.edges] / cands, 3) if cands else None
     outcomes: dict[str, float] = {}
     for url in (metrics_urls or {}).values():
@@ -144,7 +147,7 @@ def snapshot(broker: str, topics, window_s: float = 2.0, metrics_urls: dict[str,
             if name == "intentflow_filter_total":
                 outcomes[dict(labels)["outcome"]] = outcomes.get(dict(labels)["outcome"], 0) + v
     if not outcomes:  # no filter metrics endpoint: count the audit topic (exact, costs a read)
-        for r in read_json(broker, ML.rejected):
+        for r in read_json(broker, topics.rejected):
             outcomes[r.get("stage") or "unknown"] = outcomes.get(r.get("stage") or "unknown", 0) + 1
         outcomes["kept"] = counts[topics.edges]
     out["filter"] = filter_pass_rates(outcomes)
@@ -162,7 +165,8 @@ def render(s: dict) -> str:
         lines.append("filter pass rates: " + ", ".join(f"{f['stage']} {f['pass_rate']:.0%}" for f in s["filter"]
                                                      if f["pass_rate"] is not None))
     if s["kept_rate"] is not None:
-        lines.append(f"kept: {s['kept_rate']:.0%} of {s['topics'][ML.candidates]} candidates")
+        cands = sum(x["in"] for x in s["stages"] if x["stage"] == "filter")
+        lines.append(f"kept: {s['kept_rate']:.0%} of {cands} candidates")
     f = s["freshness_s"]
     if f["n"]:
         lines.append(f"freshness (last {f['n']} feature updates): p50 {f['p50']} s, p95 {f['p95']} s, max {f['max']} s")

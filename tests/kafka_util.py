@@ -56,8 +56,26 @@ def read_json(bootstrap: str, topic: str) -> list[dict]:
     return [json.loads(m.value()) for m in read_topic(bootstrap, topic)]
 
 
+def keys_on_several_partitions(bootstrap: str) -> dict[str, set[int]]:
+    """Table keys written to more than one partition of their changelog topic ("topic|key" -> partitions).
+
+    A worker that takes a partition over recovers its tables from that changelog partition only, so
+    a key written elsewhere (say, to the partition of another event in the same micro-batch) comes
+    back stale there."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = [t for t in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+              if t.endswith("-changelog")]
+    where: dict[str, set[int]] = defaultdict(set)
+    for t in topics:
+        for m in read_topic(bootstrap, t):
+            where[f"{t}|{m.key().decode()}"].add(m.partition())
+    return {k: v for k, v in where.items() if len(v) > 1}
+
+
 def create_topics(bootstrap: str, settings: Settings) -> None:
-    """Every topic of the stream side, with the settings' partitions."""
+    """Every topic of the registry (settings.topics: both sides'), with the settings' partitions;
+    the workers' own Faust topics (changelogs) are left to the worker."""
     services.ensure_topics(bootstrap, list(settings.topics.model_dump().values()), settings.partitions)
 
 
@@ -118,7 +136,11 @@ def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout: float
             if group_lag(bootstrap, group, topics) == 0:
                 return
         time.sleep(0.3)
-    raise TimeoutError(f"group {group} still {lag} behind on {topics}")
+    ends = end_offsets(bootstrap, topics)
+    done = _committed(bootstrap, group, ends)
+    behind = {f"{t}[{p}]": f"{done.get((t, p), 0)}/{end}" for (t, p), end in sorted(ends.items())
+              if end > done.get((t, p), 0)}
+    raise TimeoutError(f"group {group} still {lag} behind on {topics}; committed/end: {behind}")
 
 
 class Worker:
@@ -146,6 +168,16 @@ class Worker:
 
     def tail(self, n: int = 4000) -> str:
         return self.log.read_bytes()[-n:].decode(errors="replace")
+
+    def dump_tasks(self, wait: float = 3.0) -> str:
+        """The worker's coroutines with their stacks (mode's Worker writes them on SIGUSR1), from its log:
+        where a stalled worker waits."""
+        if self.proc and self.proc.poll() is None:
+            before = self.log.stat().st_size
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(wait)
+            return self.log.read_bytes()[before:].decode(errors="replace")
+        return ""
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

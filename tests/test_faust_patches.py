@@ -10,7 +10,37 @@ def test_fastpath_applies_to_the_pinned_faust():
     import faust.transport.consumer as fc
 
     assert faust_patches.apply_fastpath()
-    assert "is_set" in fc.Consumer._drain_messages.__code__.co_names
+    names = fc.Consumer._drain_messages.__code__.co_names
+    assert "is_set" in names and "_intentflow_refetch_gap" in names and "_add_gap" not in names
+
+
+def test_a_gap_is_fetched_again_before_faust_commits_over_it():
+    """Found by the kill -9 test: a taken-over partition's fetch position ran ahead of what reached
+    the agents and Faust recorded the missing offsets as a gap, committed over them: lost. The first
+    sight of a gap now seeks back to it; only a refetch that shows the same gap records it."""
+    import asyncio
+
+    calls: list = []
+
+    class Consumer:
+        async def seek(self, tp, offset):
+            calls.append(("seek", tp.partition, offset))
+
+        async def _add_gap(self, tp, first, last):
+            calls.append(("gap", tp.partition, first, last))
+
+    from faust.types import TP
+
+    c, tp = Consumer(), TP("behavior.co_purchase", 0)
+
+    async def run():
+        return [await faust_patches.refetch_gap(c, tp, 116, 266),  # read 116, then 266: seek back
+                await faust_patches.refetch_gap(c, tp, 116, 267),  # the rest of that fetch: skipped
+                await faust_patches.refetch_gap(c, tp, 116, 266),  # the refetch shows the same gap: real
+                await faust_patches.refetch_gap(c, tp, 300, 305)]  # another gap: seek back again
+
+    assert asyncio.run(run()) == [True, True, False, True]
+    assert calls == [("seek", 0, 117), ("gap", 0, 117, 266), ("seek", 0, 301)]
 
 
 @pytest.mark.integration
@@ -113,3 +143,32 @@ def test_partitions_the_group_never_committed_are_sought_to_the_start_after_an_a
     assert asyncio.run(fa.AIOKafkaConsumerThread.seek_to_committed(Thread())) == committed
     assert sought == [TP("features.rows", 0), TP("knowledge.edges", 2)]
     assert faust_patches.uncommitted({TP("t", 0): 3}, set()) == []
+
+
+def test_an_offset_acknowledged_twice_does_not_hold_the_commit_back():
+    """Found by the kill -9 test: after a restart a partition's acknowledged offsets held duplicates
+    (a gap Faust filled in, then delivered again after the seek), and Faust's _new_offset stopped its
+    run at each one: the commit crawled one offset per commit interval. The patched one takes the
+    whole run of distinct offsets, and still fills gaps and waits for a missing head."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    import faust.transport.consumer as fc
+    from intervaltree import IntervalTree
+
+    tp = ("t", 0)
+    c = SimpleNamespace(_acked={tp: [10, 10, 11, 11, 12, 15, 16]}, _gap=defaultdict(IntervalTree),
+                        _committed_offset={tp: 10}, _acked_index={tp: {10, 11, 12, 15, 16}})
+    c._gap[tp].addi(13, 15)  # offsets 13 and 14 were skipped on the wire (Faust's gap)
+    assert faust_patches.new_offset(c, tp) == 17
+    assert c._acked[tp] == [] and c._acked_index[tp] == set() and not c._gap[tp]
+    # the run must start right after the committed offset: a missing head holds the commit
+    c._acked[tp], c._acked_index[tp], c._committed_offset[tp] = [20, 21, 21], {20, 21}, 17
+    assert faust_patches.new_offset(c, tp) is None and c._acked[tp] == [20, 21]
+    faust_patches.commit_whole_runs()
+    assert fc.Consumer._new_offset is faust_patches.new_offset
+    # Faust's own stops at the first duplicate: one offset per commit
+    c._acked[tp], c._acked_index[tp], c._committed_offset[tp] = [17, 17, 18, 19], {17, 18, 19}, 17
+    assert faust_patches.faust_new_offset(c, tp) == 18
+    c._acked[tp], c._acked_index[tp] = [17, 17, 18, 19], {17, 18, 19}
+    assert fc.Consumer._new_offset(c, tp) == 20
