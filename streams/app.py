@@ -529,5 +529,16 @@ async def _serve_metrics() -> None:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
         log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
 
+_fetch_watch = faust_patches.FetchWatch()
+
+
+@app.timer(5.0)
+async def _watch_fetch_positions() -> None:
+    """A partition fetched past what its agents got, with no newer message to show the gap, is
+    fetched again (faust_patches 9.)."""
+    if app.consumer.flow_active:
+        await _fetch_watch.check(app)
+
+
 from streams import web  # noqa: E402
 web.register(app, settings, request_topic=priority_topic)

@@ -23,8 +23,11 @@ def test_a_gap_is_fetched_again_before_faust_commits_over_it():
     calls: list = []
 
     class Consumer:
-        async def seek(self, tp, offset):
+        _read_offset: dict = {}
+
+        async def seek(self, tp, offset):  # as Faust's: the target counts as read
             calls.append(("seek", tp.partition, offset))
+            self._read_offset[tp] = offset
 
         async def _add_gap(self, tp, first, last):
             calls.append(("gap", tp.partition, first, last))
@@ -34,13 +37,17 @@ def test_a_gap_is_fetched_again_before_faust_commits_over_it():
     c, tp = Consumer(), TP("behavior.co_purchase", 0)
 
     async def run():
-        return [await faust_patches.refetch_gap(c, tp, 116, 266),  # read 116, then 266: seek back
-                await faust_patches.refetch_gap(c, tp, 116, 267),  # the rest of that fetch: skipped
+        out = [await faust_patches.refetch_gap(c, tp, 116, 266)]  # read 116, then 266: seek back
+        assert c._read_offset[tp] == 116  # the last handed over, not the seek's target
+        out += [await faust_patches.refetch_gap(c, tp, 116, 267),  # the rest of that fetch: skipped
+                await faust_patches.refetch_gap(c, tp, 116, 268),
                 await faust_patches.refetch_gap(c, tp, 116, 266),  # the refetch shows the same gap: real
-                await faust_patches.refetch_gap(c, tp, 300, 305)]  # another gap: seek back again
+                await faust_patches.refetch_gap(c, tp, 300, 305),  # another gap: seek back again
+                await faust_patches.refetch_gap(c, tp, 302, 305)]  # the refetch handed 301-302 over, then a gap
+        return out
 
-    assert asyncio.run(run()) == [True, True, False, True]
-    assert calls == [("seek", 0, 117), ("gap", 0, 117, 266), ("seek", 0, 301)]
+    assert asyncio.run(run()) == [True, True, True, False, True, True]
+    assert calls == [("seek", 0, 117), ("gap", 0, 117, 266), ("seek", 0, 301), ("seek", 0, 303)]
 
 
 @pytest.mark.integration
@@ -172,3 +179,40 @@ def test_an_offset_acknowledged_twice_does_not_hold_the_commit_back():
     assert faust_patches.faust_new_offset(c, tp) == 18
     c._acked[tp], c._acked_index[tp] = [17, 17, 18, 19], {17, 18, 19}
     assert fc.Consumer._new_offset(c, tp) == 20
+
+
+def test_a_partition_fetched_past_what_its_agents_got_is_fetched_again():
+    """Found by the kill -9 test: after a takeover a partition's fetch position was past messages no
+    agent got and no newer message came to show the gap; it stayed behind its end. FetchWatch seeks
+    it back once it has looked twice and seen no progress; a partition that moves is left alone."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    stuck, moving, idle, log_tp = TP("behavior.search_buy", 3), TP("behavior.search_buy", 1), \
+        TP("behavior.search_buy", 2), TP("app-sb_pairs-changelog", 3)
+    positions = {stuck: 1011, moving: 500, idle: 41, log_tp: 9}
+    sought: list = []
+
+    class Consumer:
+        _paused_partitions: set = set()
+        _read_offset = {stuck: 584, moving: 300, idle: 40}
+        _committed_offset = {stuck: 585, moving: 290, idle: 41}
+
+        def assignment(self):
+            return set(positions)
+
+        async def position(self, tp):
+            return positions[tp]
+
+        async def seek(self, tp, offset):
+            sought.append((tp.partition, offset))
+            self._read_offset[tp] = offset
+
+    app = SimpleNamespace(consumer=Consumer(), tables=SimpleNamespace(changelog_topics={"app-sb_pairs-changelog"}))
+    watch = faust_patches.FetchWatch()
+    assert asyncio.run(watch.check(app)) == [] and sought == []  # the first look only notes
+    app.consumer._read_offset[moving] = 350  # handed over since: healthy
+    assert [(tp.partition, a, b) for tp, a, b in asyncio.run(watch.check(app))] == [(3, 585, 1011)]
+    assert sought == [(3, 585)] and app.consumer._read_offset[stuck] == 584
