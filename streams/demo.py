@@ -92,7 +92,7 @@ def run_demo(events: int | None = None, rate: float | None = None, timeout: floa
 
     old = signal.signal(signal.SIGTERM, on_term)
     stack = Stack(data_dir=data_dir, env_overrides={**DEMO_ENV, **(extra_env or {})}, critic_dir=critic)
-    s = sent = None
+    s = sent = producer = None
     t_ready = t_sent = None
     try:
         tell = stack.boot(lambda msg: _say(progress, msg))
@@ -123,6 +123,8 @@ def run_demo(events: int | None = None, rate: float | None = None, timeout: floa
     except (StageBehind, RuntimeError, TimeoutError, OSError, subprocess.CalledProcessError) as e:
         return _failed(e, stack, s, sent, t_start)
     finally:
+        # the producer goes before the broker, or librdkafka reconnects to it (and logs so) after the report
+        producer = None  # noqa: F841
         stack.stop()
         signal.signal(signal.SIGTERM, old)
 
