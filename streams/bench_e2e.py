@@ -251,4 +251,5 @@ def run_e2e_bench(rate: float = 50.0, duration_s: float = 180.0, new_pairs_per_s
                           "stream_never_behind_more_than_2s_of_events": out["stream_lag_max"] <= 2 * rate}
         return out
     finally:
+        producer = None  # noqa: F841 - its broker connections go before the broker does
         stack.stop()
