@@ -278,8 +278,7 @@ def seek_uncommitted_to_start() -> None:
     _seek_applied = True
 
 
-_runs_applied = False
-faust_new_offset: Callable | None = None
+faust_new_offset: Callable | None = None  # Faust's own, once commit_whole_runs replaced it
 
 
 def new_offset(self: Any, tp: Any) -> int | None:
@@ -311,15 +310,13 @@ def new_offset(self: Any, tp: Any) -> int | None:
 
 def commit_whole_runs() -> None:
     """Faust's consumer commits over distinct acknowledged offsets (new_offset)."""
-    global _runs_applied
-    if _runs_applied:
+    global faust_new_offset
+    if faust_new_offset is not None:
         return
     import faust.transport.consumer as fc
 
-    global faust_new_offset
-    faust_new_offset = fc.Consumer._new_offset  # Faust's own, kept for the test that shows the defect
+    faust_new_offset = fc.Consumer._new_offset  # kept for the test that shows the defect
     fc.Consumer._new_offset = new_offset
-    _runs_applied = True
 
 
 class FetchWatch:
