@@ -7,7 +7,9 @@ tests/data/filter_cases.jsonl: one filter input per line (the `intentflow filter
 - rule kinds: keyboard_noise, bare_numbering (fluency), generic (generic), fewshot_echo (echo; the
   answers are generators/prompts.py FEWSHOT's, given for other products), injection (safety: URL,
   e-mail, phone, instruction, advertising), restatement (a title fragment, the own type with an
-  article, the other product of a pair, the query), non_ascii and html_entity (good tails that no
+  article, the other product of a pair, the query, mostly a title's words), degenerate (fluency: a word said
+  twice, a tail that stops mid-phrase), wrong_form (form: a noun phrase as a function or want, no
+  person as an audience), non_ascii and html_entity (good tails that no
   rule stage may drop; one entity-encoded restatement that only decoding reveals). A good tail in a
   script the critic cannot read (Japanese, Russian: all-MiniLM-L6-v2 is English) is rejected by the
   critic stage as "not judged" (precision over recall), never by a rule stage as "no words";
@@ -35,7 +37,7 @@ CASES = ROOT / "tests" / "data" / "filter_cases.jsonl"
 RULE_STAGES = ("safety", "fluency", "restatement", "echo", "generic", "form")
 CRITIC_KINDS = ("plausible_search_buy", "plausible_co_purchase", "absurd_search_buy", "absurd_co_purchase")
 RULE_KINDS = ("keyboard_noise", "bare_numbering", "generic", "fewshot_echo", "injection", "restatement", "non_ascii",
-              "html_entity")
+              "html_entity", "degenerate", "wrong_form")
 # Where the models are is not a setting of the filter: kept, so a relocated model cache still works.
 KEEP_ENV = {"INTENTFLOW_ML_CACHE"}
 TITLES = ("product_title", "product_a_title", "product_b_title")
