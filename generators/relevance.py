@@ -578,7 +578,10 @@ def render(report: dict) -> str:
     task = "IntentionQA task 2" if report["task"] == TASK2 else f"labelled table ({report['data'].get('labels', {}).get('scheme', '?')} labels)"
     L = ["", f"intentflow eval relevance: {task}, {report['data'].get('path')}",
          "=" * 72,
-         f"problems             {report['n']['problems']} ({report['n']['candidates']} candidates); "
+         f"problems             {report['n']['problems']}"
+         + (f" of {report['data']['in_file']:,} in the file (--limit {report['data']['limit']}, seed "
+            f"{report['data'].get('seed')}; --limit 0 for all)" if report['data'].get('limit') else "")
+         + f" ({report['n']['candidates']} candidates); "
          f"head split grouped by product: {sp['train_units']} train / {sp['test_units']} test {sp['unit']}s, "
          f"products on both sides: {sp['products_on_both_sides']}",
          f"knowledge            {', '.join(Path(m).name for m in lin.get('models') or []) or '(none read)'}; prompt "

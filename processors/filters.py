@@ -380,6 +380,9 @@ veterans scout scouts police mommies kiddos pup pups twins host hosts roommate r
 spouses boyfriend boyfriends girlfriend girlfriends grad grads graduate graduates diabetic diabetics asthmatic
 asthmatics millennials fiance fiancee
 """.split())
+# beings that are also verbs ("cook dinner", "fish in a boat", "host a party")
+_VERBS_TOO = frozenset("cook cooks fish host hosts nurse nurses parent crew staff team pet pets dog scout police "
+                       "house".split())
 _AGENT_SUFFIXES = ("ers", "ors", "ists", "ians", "ees", "ants", "ents", "nauts", "men")
 
 
@@ -387,7 +390,8 @@ _AGENT_SUFFIXES = ("ers", "ors", "ists", "ians", "ees", "ants", "ents", "nauts",
 # opens with an article, a determiner or a number is a thing, not something one does ("a sleeping
 # bag" as a tent's function, "a concert" as what its buyer wants to do). On the labelled candidates
 # it rejects 326 implausible function and xWant tails and 5 of 79 plausible ones, all xWant noun
-# phrases ("a camping trip"): "wants to a camping trip" is not the relation's sentence either.
+# phrases ("a camping trip"): "wants to a camping trip" is not the relation's sentence either. One
+# that opens with a person ("baby formula to toddlers") names someone: 29 more, none plausible.
 ACTION_RELATIONS = frozenset({"used_for_function", "xWant", "capable_of", "capableOf"})
 _THING_OPENERS = frozenset("a an the this that these those my your his her their our its some any every each "
                            "another".split())
@@ -406,6 +410,8 @@ def relation_form(item: dict, cfg: "FilterConfig") -> tuple[float, str | None]:
             ws = ws[1:]
         if ws and (ws[0] in _THING_OPENERS or ws[0][0].isdigit()):
             return 1.0, f"not an action: the {item['relation']} tail names a thing ({ws[0]!r} ...), not something one does"
+        if ws and ws[0].strip("'").removesuffix("'s") in _BEINGS and ws[0] not in _VERBS_TOO:
+            return 1.0, f"not an action: the {item['relation']} tail names someone ({ws[0]!r} ...), not something one does"
         return 0.0, None
     if item["relation"] not in WHO_RELATIONS:
         return 0.0, None

@@ -89,9 +89,26 @@ def detect_task(path: str | Path) -> str:
     raise DataError(f"{path}: no rows")
 
 
+# IntentionQA task 2 problems evaluated when no --limit is given: 60 problems (~270 products) take
+# 10-17 minutes of generation on 2 AVX2 cores (docs/BENCHMARKS.md); the whole file takes hours
+TASK2_LIMIT = 60
+
+
+def resolve_limit(path: str | Path, task: str, limit: int | None) -> int | None:
+    """The problems `intentflow eval relevance` evaluates: `limit` as given (0: the whole file),
+    TASK2_LIMIT for IntentionQA task 2 when none is given, else the whole file (None).
+    Raises DataError for a negative limit or an unreadable file."""
+    if limit is not None and limit < 0:
+        raise DataError(f"--limit {limit}: 0 (the whole file) or more")
+    if limit is None:
+        return TASK2_LIMIT if (detect_task(Path(path)) if task == "auto" else task) == TASK2 else None
+    return limit or None
+
+
 def load(path: str | Path, task: str = "auto", limit: int | None = None, seed: int = 0) -> dict:
     """The problems of a file: {"task", "path", "sha" (of the file's bytes), "problems", "products"
-    ({key: title}), "queries" (texts), "labels" (the label scheme), "notes"}. `limit`: that many
+    ({key: title}), "queries" (texts), "labels" (the label scheme), "notes", "in_file" (problems in the
+    whole file)}. `limit`: that many
     problems (tables: queries) drawn with `seed` from the file, kept in file order; None: all.
     Raises DataError (bad file, row, label or column, named by line)."""
     path = Path(path)
@@ -112,7 +129,7 @@ def load(path: str | Path, task: str = "auto", limit: int | None = None, seed: i
         for c in p["candidates"]:
             products[c["key"]] = c["title"]
     return {"task": task, "path": str(path), "sha": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
-            "limit": limit, "seed": seed, "problems": problems, "products": products,
+            "limit": limit, "in_file": len(out["problems"]), "seed": seed, "problems": problems, "products": products,
             "queries": sorted({p["query"]["text"] for p in problems if not p["query"].get("key")}),
             "labels": out["labels"], "notes": out["notes"]}
 

@@ -365,8 +365,9 @@ def eval_(args: tuple[str, ...]) -> None:
                    "label; ESCI or WANDS labels)")
 @click.option("--task", type=click.Choice(["auto", "intentionqa_task2", "table"]), default="auto", show_default=True)
 @click.option("--limit", type=int, default=None,
-              help="evaluate this many problems (tables: queries), drawn with --seed; generation takes about a second "
-                   "per product on 2 CPU cores (IntentionQA: ~4.6 products per problem)")
+              help="evaluate this many problems (tables: queries), drawn with --seed; 0: the whole file. Default: "
+                   "60 for IntentionQA task 2 (its 1,378 problems hold ~6,300 products, hours of "
+                   "generation on 2 CPU cores at about 2 s a product), every query of a table")
 @click.option("--seed", default=0, show_default=True, help="the --limit draw, the replay order, the split, the bootstrap")
 @click.option("--knowledge", "knowledge_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="a knowledge file of an earlier run: no pipeline run")
@@ -381,22 +382,25 @@ def eval_(args: tuple[str, ...]) -> None:
 @click.option("--bootstrap", "n_boot", default=2000, show_default=True, help="bootstrap resamples per difference")
 @click.option("--out", "out_dir", default=str(Path(".intentflow") / "relevance"), show_default=True,
               help="knowledge cache, bundle, report JSON and plot PNG")
-@click.option("--timeout", default=3600.0, show_default=True, help="give up on the pipeline after this many seconds")
+@click.option("--timeout", type=float, default=None,
+              help="give up on the pipeline after this many seconds (default: 1 hour, or 10 s a product if longer)")
 @click.option("--stall", default=300.0, show_default=True, help="give up when no stage makes progress for this long")
 @click.option("--json", "as_json", is_flag=True)
 def eval_relevance(data: str, task: str, limit: int | None, seed: int, knowledge_file: str | None, refresh: bool,
                    mode: str, relations: str | None, critic_dir: str | None, test_share: float, n_boot: int,
-                   out_dir: str, timeout: float, stall: float, as_json: bool) -> None:
+                   out_dir: str, timeout: float | None, stall: float, as_json: bool) -> None:
     """Does the knowledge help? Frozen MiniLM encoders (a bi-encoder, and a head trained over the frozen
     encoder) and word overlap, with and without the pipeline's knowledge (read through Feast), with
     bootstrap intervals for every difference; a JSON report and a PNG plot. See docs/BENCHMARKS.md."""
-    from processors.relevance import DataError, load
+    from processors.relevance import DataError, load, resolve_limit
     from streams import relevance as rel
 
     if not 0 < test_share < 1:
         raise click.BadParameter("must be between 0 and 1", param_hint="--test-share")
     try:
-        loaded = load(data, task, limit, seed)
+        loaded = load(data, task, resolve_limit(data, task, limit), seed)
+        if timeout is None:
+            timeout = max(3600.0, 10.0 * len(loaded["products"]))
         know = rel.knowledge(loaded, mode=mode, seed=seed, out_dir=Path(out_dir), knowledge_file=knowledge_file,
                              refresh=refresh, critic=critic_dir,
                              relations=[r.strip() for r in relations.split(",") if r.strip()] if relations else None,

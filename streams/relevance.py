@@ -269,7 +269,7 @@ def knowledge(loaded: dict, *, mode: str, seed: int, out_dir: Path, knowledge_fi
     got = run_pipeline(plan["events"], loaded["products"], queries, data_dir=out_dir / "run", env=env,
                        timeout=timeout, stall_s=stall_s, progress=progress)
     k = {"version": KNOWLEDGE_VERSION, "key": key, "made_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-         "data": {x: loaded[x] for x in ("task", "path", "sha", "limit", "seed")}, "pipeline": versions,
+         "data": {x: loaded.get(x) for x in ("task", "path", "sha", "limit", "in_file", "seed")}, "pipeline": versions,
          "replay": {x: plan[x] for x in ("mode", "construction", "pairs")} | {"events": len(plan["events"]),
                                                                              "events_per_pair": data.EVENTS_PER_PRODUCT},
          **got}
@@ -282,7 +282,7 @@ def knowledge(loaded: dict, *, mode: str, seed: int, out_dir: Path, knowledge_fi
 
 def bundle(loaded: dict, know: dict, out_dir: Path) -> Path:
     """Write the problems and the knowledge for the ML side; returns the file."""
-    meta = {x: loaded[x] for x in ("task", "path", "sha", "limit", "seed", "labels", "notes")}
+    meta = {x: loaded.get(x) for x in ("task", "path", "sha", "limit", "in_file", "seed", "labels", "notes")}
     body = {"data": meta, "problems": loaded["problems"], "knowledge": know}
     name = data.fingerprint({"data": meta, "problems": [p["id"] for p in loaded["problems"]],
                              "knowledge": know.get("key") or know.get("file")})

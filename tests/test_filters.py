@@ -277,10 +277,13 @@ def test_a_do_relation_is_not_a_noun_phrase():
     from processors.filters import relation_form
 
     for rel, tail in (("used_for_function", "a sleeping bag"), ("xWant", "a concert"), ("xWant", "the beach"),
-                      ("capable_of", "2 people"), ("used_for_function", "To a backpack")):
+                      ("capable_of", "2 people"), ("used_for_function", "To a backpack"),
+                      ("used_for_function", "baby formula to toddlers"), ("xWant", "kids' toys")):
         assert "not an action" in (relation_form({"relation": rel, "tail": tail}, CFG)[1] or ""), (rel, tail)
     for rel, tail in (("used_for_function", "keep feet dry"), ("xWant", "to take a hike"), ("xWant", "cook dinner fast"),
-                      ("used_in_location", "a tent at night"), ("used_for_event", "a camping trip")):
+                      ("used_in_location", "a tent at night"), ("used_for_event", "a camping trip"),
+                      ("xWant", "cook dinner for the kids"), ("used_for_function", "fish from a kayak"),
+                      ("used_for_audience", "babies and toddlers")):
         assert relation_form({"relation": rel, "tail": tail}, CFG)[1] is None, (rel, tail)
     rows, good = _labelled()
     do = [r for r in rows if r["relation"] in ("used_for_function", "xWant")]

@@ -215,3 +215,17 @@ def test_bundle_carries_problems_and_knowledge(tmp_path, task2):
     path = bundle(d, know, tmp_path)
     b = json.loads(path.read_text())
     assert b["data"]["task"] == data.TASK2 and len(b["problems"]) == 2 and b["knowledge"]["key"] == "k"
+
+
+def test_without_a_limit_intentionqa_runs_a_sample_and_a_table_runs_whole(task2):
+    """The issue's command (`eval relevance --data task2.jsonl`, no --limit) must finish in minutes, not
+    hours: 60 problems by default; --limit 0 asks for the whole file."""
+    shared = ROOT.parent / "shared" / "data" / "intentionqa" / "task2.jsonl"
+    assert data.resolve_limit(task2, "auto", None) == data.TASK2_LIMIT == 60
+    assert data.resolve_limit(task2, "auto", 0) is None and data.resolve_limit(task2, "auto", 7) == 7
+    assert data.resolve_limit(TABLE, "auto", None) is None
+    with pytest.raises(data.DataError, match="--limit -1"):
+        data.resolve_limit(task2, "auto", -1)
+    if shared.exists():
+        d = data.load(shared, "auto", data.resolve_limit(shared, "auto", None), 0)
+        assert len(d["problems"]) == 60 and d["in_file"] == 1378 and d["limit"] == 60
