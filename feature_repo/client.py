@@ -283,6 +283,23 @@ class FeatureReader:
     def pair(self, a: str, b: str) -> dict:
         return self._read(["co_purchase_reasons"], [{"pair_id": pair_id(a, b)}])[0]
 
+    def knowledge(self, kind: str, value: str | tuple[str, str], digits: int = 6) -> dict:
+        """What a reader of one entity is shown (the CLI's `features`, the operator page): {"kind",
+        "value" (a pair as a list), "found", "features" (plain(), JSON-safe), "augmentation" (E-CARE
+        text, "" when none)}. `kind`: "query" (a query text), "product" (an id) or "pair" (two ids).
+        Raises ValueError for another kind."""
+        if kind == "query":
+            feats = self.query(str(value))
+        elif kind == "product":
+            feats = self.product(str(value))
+        elif kind == "pair":
+            a, b = value
+            feats = self.pair(a, b)
+        else:
+            raise ValueError(f"kind {kind!r}: query, product or pair")
+        return {"kind": kind, "value": list(value) if kind == "pair" else value, "found": bool(feats),
+                "features": plain(feats, digits), "augmentation": augmentation(feats) if feats else ""}
+
 
 def plain(v, digits: int = 6):
     """Features as JSON-safe values: numpy arrays and scalars to Python, floats rounded (NaN/inf to

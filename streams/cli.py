@@ -501,19 +501,16 @@ def features(query: str | None, product: str | None, pair: tuple[str, str] | Non
     """Read the online features of a query, a product or a product pair (exit 1 if there are none)."""
     if sum(x is not None and x != () for x in (query, product, pair)) != 1:
         raise click.UsageError("give exactly one of --query, --product, --pair")
-    from feature_repo.client import FeatureReader, augmentation, plain
+    from feature_repo.client import FeatureReader
 
-    reader = FeatureReader(_reading_store())
-    feats = reader.query(query) if query else reader.product(product) if product else reader.pair(*pair)
-    out = {"entity": {"query": query, "product": product, "pair": list(pair) if pair else None}, "found": bool(feats),
-           "features": plain(feats, digits=4)}
+    kind, value = ("query", query) if query else ("product", product) if product else ("pair", tuple(pair))
+    got = FeatureReader(_reading_store()).knowledge(kind, value, digits=4)
+    out = {"entity": {"query": query, "product": product, "pair": list(pair) if pair else None}, "found": got["found"],
+           "features": got["features"]}
     if augment:
-        out["augmentation"] = augmentation(feats)
-    if as_json:
-        click.echo(json.dumps(out))
-    else:
-        click.echo(json.dumps(out, indent=2))
-    sys.exit(0 if feats else 1)
+        out["augmentation"] = got["augmentation"]
+    click.echo(json.dumps(out) if as_json else json.dumps(out, indent=2))
+    sys.exit(0 if got["found"] else 1)
 
 
 @bench.command("features")

@@ -188,17 +188,9 @@ class _Knowledge:
 
     @staticmethod
     def _read(store, kind: str, value) -> dict:
-        from feature_repo.client import FeatureReader, augmentation, plain
+        from feature_repo.client import FeatureReader
 
-        reader = FeatureReader(store)
-        if kind == "query":
-            feats = reader.query(value)
-        elif kind == "product":
-            feats = reader.product(value)
-        else:
-            feats = reader.pair(*value)
-        return {"kind": kind, "value": list(value) if kind == "pair" else value, "found": bool(feats),
-                "features": plain(feats), "augmentation": augmentation(feats) if feats else ""}
+        return FeatureReader(store).knowledge(kind, value)
 
 
 class StoreUnavailable(Exception):

@@ -1,5 +1,6 @@
 """Knowledge -> feature rows (pure), the Parquet-parts offline store with list features, reads."""
 
+import json
 import time
 
 import pyarrow.parquet as pq
@@ -210,6 +211,15 @@ def test_product_reads_and_augmentation_text(store):
     assert augmentation(feats) == ("is a kind of [walking shoes for pregnant women], can be used for [prevent slipping], "
                                    "used by [pregnant women], with intention of [stay comfortable]")
     assert FeatureReader(store).product("nope") == {}
+    # the one reader the CLI, the operator page and the demo show: JSON-safe features and the text
+    got = FeatureReader(store).knowledge("product", "B01", digits=2)
+    assert got["found"] and got["augmentation"] == augmentation(feats) and got["value"] == "B01"
+    assert got["features"]["product_knowledge"]["used_for_audience"] == ["pregnant women"]
+    json.dumps(got)  # plain values only
+    missing = FeatureReader(store).knowledge("pair", ("nope", "none"))
+    assert missing == {"kind": "pair", "value": ["nope", "none"], "found": False, "features": {}, "augmentation": ""}
+    with pytest.raises(ValueError, match="query, product or pair"):
+        FeatureReader(store).knowledge("brand", "x")
 
 
 def test_cache_tiers_and_miss_requests(store):
