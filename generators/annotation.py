@@ -14,7 +14,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from generators.scorers import statement
+from generators.sentences import statement
 from processors.filters import context_text, to_item, words
 
 QUESTIONS = ("complete", "relevant", "informative", "plausible", "typical")

@@ -4,7 +4,7 @@ A critic reads (context, statement) and says how plausible the statement is as a
 behaviour: the filter's critic stage keeps plausibility >= `min_plausibility` (0.5). Both texts are
 built exactly as the filter builds them at run time: `processors.filters.context_text(item)`
 ("query | title" for search-buy, "title A | title B" for co-purchase) and
-`generators.scorers.statement(item)` ("because the product is meant for seniors at risk of
+`generators.sentences.statement(item)` ("because the product is meant for seniors at risk of
 falling." / "because both products are capable of ..."), so training and serving see the same inputs.
 
 Two kinds (critic.json's `kind`; `generators.scorers.load_critic` loads either):
@@ -154,7 +154,7 @@ def sb_item(query: str, title: str, relation: str, tail: str, product_type: str 
 
 def _problem(pid: str, source: str, items: list[dict], labels: list[int], keys: Iterable[str], raw: dict,
              rng: random.Random | None = None) -> dict:
-    from generators.scorers import statement
+    from generators.sentences import statement
     from processors.filters import context_text
 
     order = list(range(len(items)))
@@ -794,7 +794,8 @@ def code_version() -> str:
     the texts the filter builds for the critic (statement() and context_text() of every relation
     and behaviour), so a change to any of them retrains the default critic."""
     from generators.relations import RELATIONS
-    from generators.scorers import pair_features, statement
+    from generators.scorers import pair_features
+    from generators.sentences import statement
     from processors.filters import context_text
 
     texts = []

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from generators.relations import RELATIONS, Relation, for_behavior
+from generators.sentences import claim
 
 PROMPT_VERSION = "p2-2026-11"
 
@@ -67,13 +68,6 @@ FEWSHOT: dict[str, list[tuple[str, dict, str, list[str]]]] = {
 _DOMAIN_OF = {"shoes": "shoes", "clothing": "shoes", "kitchen": "kitchen", "appliances": "kitchen", "baby": "baby"}
 
 
-def _plural(stem: str) -> str:
-    for s, p in (("is ", "are "), ("was ", "were ")):
-        if stem.startswith(s):
-            return p + stem[len(s):]
-    return stem
-
-
 def field(text: str, kind: str, count_tokens: Callable[[str], int] | None = None) -> str:
     """An untrusted field as a JSON string literal, capped: `"..."` with every quote, backslash and
     control character escaped (json.dumps), so it cannot end early or break the line. The cap is
@@ -97,10 +91,10 @@ def _block(behavior: str, ctx: dict, rel: Relation, items: list[str] | None,
            count_tokens: Callable[[str], int] | None = None) -> str:
     if behavior == "search_buy":
         head = (f"Search: {field(ctx['query'], 'query', count_tokens)}\n"
-                f"Bought: {field(ctx['title'], 'title', count_tokens)}\nThe product {rel.stem}:\n")
+                f"Bought: {field(ctx['title'], 'title', count_tokens)}\n{claim(behavior, rel.name)}:\n")
     else:
         head = (f"Bought together: {field(ctx['a'], 'title', count_tokens)} and "
-                f"{field(ctx['b'], 'title', count_tokens)}\nBoth products {_plural(rel.stem)}:\n")
+                f"{field(ctx['b'], 'title', count_tokens)}\n{claim(behavior, rel.name)}:\n")
     if items is None:
         return head + "1."
     return head + "".join(f"{i}. {t}\n" for i, t in enumerate(items, 1)) + "\n"
@@ -167,11 +161,11 @@ def fewshot_inputs() -> list[str]:
 
 def self_eval_prompt(context: dict, behavior: str, relation: str, tail: str) -> str:
     """E-CARE's self-evaluation question, answered by the next token's P("YES") - P("NO")."""
-    rel = RELATIONS[relation]
+    RELATIONS[relation]  # KeyError for an unknown relation, as before
     if behavior == "search_buy":
         fact = (f"A customer searched {field(context['query'], 'query')} and bought {field(context['title'], 'title')}. "
-                f"The product {rel.stem} {tail}.")
+                f"{claim(behavior, relation)} {tail}.")
     else:
         fact = (f"A customer bought {field(context['a'], 'title')} and {field(context['b'], 'title')} together. "
-                f"Both products {_plural(rel.stem)} {tail}.")
+                f"{claim(behavior, relation)} {tail}.")
     return f"{fact}\nIs this explanation reasonable? Answer YES or NO.\nAnswer:"

@@ -15,23 +15,11 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
-from generators.relations import RELATIONS
+from generators.sentences import fluency_prefix, statement
 from processors.filters import context_text
 
 EMBED_CACHE = Counter("intentflow_embedding_cache_total", "texts the paraphrase stage needed embedded: from the cache or encoded",
                       ["result"])
-
-
-def statement(item: dict) -> str:
-    """A candidate as the sentence the critic reads, in the style of IntentionQA's options
-    ("because they both are a type of USB cable."), which the bundled critic is trained on."""
-    from generators.prompts import _plural
-
-    rel = RELATIONS.get(item["relation"])
-    stem = rel.stem if rel else item["relation"]
-    if item["behavior"] == "co_purchase":
-        return f'because both products {_plural(stem)} {item["tail"]}.'
-    return f'because the product {stem} {item["tail"]}.'
 
 
 def encoder_dtype(setting: str = "auto"):
@@ -217,19 +205,6 @@ class SelfEval:
             return {"a": i.get("product_a_title") or "", "b": i.get("product_b_title") or ""}
 
         return self.engine.yes_no([self_eval_prompt(ctx(i), i["behavior"], i["relation"], i["tail"]) for i in items])
-
-
-def fluency_prefix(item: dict) -> str:
-    """The context a tail is scored after: the behaviour, then the relation's wording."""
-    from generators.prompts import _plural
-
-    rel = RELATIONS.get(item["relation"])
-    stem = rel.stem if rel else item["relation"]
-    if item["behavior"] == "search_buy":
-        return (f'A customer searched "{item.get("query") or ""}" and bought "{item.get("product_title") or ""}". '
-                f"The product {stem}")
-    return (f'A customer bought "{item.get("product_a_title") or ""}" and "{item.get("product_b_title") or ""}" '
-            f"together. Both products {_plural(stem)}")
 
 
 class LMFluency:

@@ -94,7 +94,7 @@ def test_the_search_buy_test_set_shares_nothing_with_training():
 
 
 def test_problems_are_built_as_the_filter_builds_its_inputs():
-    from generators.scorers import statement
+    from generators.sentences import statement
     from processors.filters import context_text
 
     d = C.read_jsonl(C.IQA_DATA)[0]
