@@ -19,12 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import signal
-import threading
 import time
 from collections import Counter
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 from pydantic import ValidationError
@@ -104,9 +102,10 @@ class SharedTailStats:
         self.reader.close()
 
 
-class FilterWorker:
+class FilterWorker(kafka_io.Worker):
     def __init__(self, pipeline_factory, settings, group: str | None = None, batch_size: int = 64,
                  batch_wait_s: float = 0.5, critic_version: str | None = None) -> None:
+        super().__init__()
         self.s = settings
         t = settings.topics
         kafka_io.require_topics(settings, [t.candidates, t.edges, t.rejected, t.filter_dlq, t.tail_stats])
@@ -116,12 +115,12 @@ class FilterWorker:
         self.batch_size, self.batch_wait_s = batch_size, batch_wait_s
         self.consumer = Consumer(kafka_io.consumer_config(settings, group or settings.groups.filter,
                                                           max_poll_interval_ms=900000))
+        self.consumers = {"candidates": self.consumer}
         self.producer = kafka_io.producer(settings)
         self.stats: Counter = Counter()
-        self._stop = False
 
-    def stop(self, *_: object) -> None:
-        self._stop = True
+    def close_extra(self) -> None:
+        self.shared.close()
 
     def handle(self, msgs: list) -> None:
         t = self.s.topics
@@ -165,29 +164,17 @@ class FilterWorker:
         log.info("filtered %d candidates in %.2fs", len(cands), secs)
 
     def run(self, max_candidates: int | None = None, idle_exit_s: float | None = None) -> Counter:
-        if threading.current_thread() is threading.main_thread():  # SIGTERM stops after the current batch
-            signal.signal(signal.SIGTERM, self.stop)
         self.consumer.subscribe([self.s.topics.candidates], on_assign=kafka_io.log_assignment)
-        idle_since = time.monotonic()
-        try:
-            while not self._stop:
-                msgs = []
-                for m in self.consumer.consume(self.batch_size, self.batch_wait_s):
-                    if not m.error():
-                        msgs.append(m)
-                    elif m.error().code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - confluent-kafka's name
-                        log.warning("consumer error: %s", m.error())
+        with self.running():  # SIGTERM stops after the current batch
+            while not self.stopping:
+                msgs = [m for m in self.consumer.consume(self.batch_size, self.batch_wait_s) if self.usable(m)]
                 if not msgs:
-                    if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                    if self.idle_for(idle_exit_s):
                         break
                     continue
                 self.handle(msgs)
                 self.consumer.commit(asynchronous=False)  # after edges, rejections and stats are acked
-                idle_since = time.monotonic()
+                self.busy()
                 if max_candidates is not None and self.stats["candidates"] + self.stats["dead_letter"] >= max_candidates:
                     break
-        finally:
-            self.consumer.close()
-            self.shared.close()
-            self.producer.close()  # everything was flushed per batch; this stops its broker connections
         return self.stats

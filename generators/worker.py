@@ -21,13 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import signal
-import threading
 import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
@@ -145,8 +143,9 @@ class Job:
     done: bool = False
 
 
-class GenerationWorker:
+class GenerationWorker(kafka_io.Worker):
     def __init__(self, engine: Engine, settings: MLSettings | None = None, group: str | None = None) -> None:
+        super().__init__()
         self.s = settings or MLSettings()
         t = self.s.topics
         kafka_io.require_topics(self.s, [t.batches, t.priority_batches, t.candidates, t.rejected, t.generation_dlq])
@@ -161,13 +160,9 @@ class GenerationWorker:
         self.jobs: dict[str, Job] = {}  # group key -> its job
         self.order: dict[tuple[str, str, int], deque[Job]] = {}  # (source, topic, partition) -> jobs by offset
         self.stats: Counter = Counter()
-        self._stop = False
         self._seq = 0
         self._count_tokens = getattr(engine, "prompt_tokens", None)  # caps untrusted fields in tokens
         self.first_admit_at = self.last_commit_at = 0.0  # monotonic; for benchmarks
-
-    def stop(self, *_: object) -> None:
-        self._stop = True
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -177,13 +172,8 @@ class GenerationWorker:
     def _poll(self, block: float) -> tuple[str, object] | None:
         for source, timeout in (("priority", 0.0), ("normal", block)):
             msg = self.consumers[source].poll(timeout)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - confluent-kafka's name
-                    log.warning("consumer error: %s", msg.error())
-                continue
-            return source, msg
+            if self.usable(msg):
+                return source, msg
         return None
 
     def _dead_letter(self, job: Job, error: str, kind: str, value: bytes | None = None, **extra) -> None:
@@ -310,16 +300,13 @@ class GenerationWorker:
     # --- the loop -------------------------------------------------------------------------
 
     def run(self, max_batches: int | None = None, idle_exit_s: float | None = None) -> Counter:
-        if threading.current_thread() is threading.main_thread():  # SIGTERM stops after the current batch
-            signal.signal(signal.SIGTERM, self.stop)
         t = self.s.topics
         self.consumers["priority"].subscribe([t.priority_batches], on_assign=kafka_io.log_assignment)
         self.consumers["normal"].subscribe([t.batches], on_assign=kafka_io.log_assignment)
-        idle_since = time.monotonic()
         cap = self.s.generation.max_inflight_requests
         taken = 0
-        try:
-            while not self._stop:
+        with self.running():  # SIGTERM stops after the batches in flight
+            while not self.stopping:
                 while self._inflight() < cap and (max_batches is None or taken < max_batches):
                     got = self._poll(0.0 if self._inflight() else 0.25)
                     if got is None:
@@ -329,17 +316,13 @@ class GenerationWorker:
                 for key, result in self.stream.poll():
                     self._complete(key, result)
                 if self._finish_ready():
-                    idle_since = time.monotonic()
+                    self.busy()
                 if self._inflight():
-                    idle_since = time.monotonic()
+                    self.busy()
                     continue
                 done = self.stats["batches"] + self.stats["dead_letter_batches"]
                 if max_batches is not None and done >= max_batches:
                     break
-                if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                if self.idle_for(idle_exit_s):
                     break
-        finally:
-            for c in self.consumers.values():
-                c.close()
-            self.producer.close()  # everything was flushed per batch; this stops its broker connections
         return self.stats

@@ -128,6 +128,7 @@ def content(text: str) -> set[str]:
 
 
 _GENERIC_STEMS = frozenset(_stem(w) for w in GENERIC_WORDS)
+_REASON_STEMS = frozenset(_stem(w) for w in ("because", "since", "reason", "reasons"))
 
 
 _TEXT_FIELDS = ("tail", "query", "product_title", "product_type", "product_a_title", "product_b_title",
@@ -280,6 +281,8 @@ def fluency_rules(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
     noise = [x for x in w if keyboard_noise(x)]
     if noise and len(noise) * 2 >= len(w):
         return 0.0, f"keyboard noise ({', '.join(noise[:3])})"
+    if item["tail"].rstrip().endswith((":", "：")):  # "Sure! Here are some reasons:" (the parser skips these)
+        return 0.0, "a preamble or heading, not an item"
     again = repeated_words(item["tail"])
     if again:
         return 0.0, f"degenerate: says {', '.join(again)} twice"
@@ -315,10 +318,11 @@ def restatement(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
     # shoes"), its type with an article ("an air fryer"), the other product ("sleeping bag")
     products = {"product": ("product_title", "product_type"), "product_a": ("product_a_title", "product_a_type"),
                 "product_b": ("product_b_title", "product_b_type")}
+    specific = (tc - _REASON_STEMS) or tc  # "because it is a boot" says "boot"
     for name, keys in products.items():
         said = set().union(*(content(refs.get(k) or "") for k in keys))
-        if said and tc <= said:
-            return best, f"restates the {name} (its title and type say {', '.join(sorted(tc))})"
+        if said and specific <= said:
+            return best, f"restates the {name} (its title and type say {', '.join(sorted(specific))})"
         # most of it copied from the title ("a 925 sterling silver leverback drop earrings made with
         # lavender"): a listing with a word added says nothing the listing does not
         copied = tc & said
@@ -408,6 +412,8 @@ def relation_form(item: dict, cfg: "FilterConfig") -> tuple[float, str | None]:
         ws = re.findall(r"[a-z0-9']+", tail.lower())
         if ws[:1] == ["to"]:
             ws = ws[1:]
+        if ws and ws[0] == "because":
+            return 1.0, f"not an action: the {item['relation']} tail gives a reason ('because ...'), not something one does"
         if ws and (ws[0] in _THING_OPENERS or ws[0][0].isdigit()):
             return 1.0, f"not an action: the {item['relation']} tail names a thing ({ws[0]!r} ...), not something one does"
         if ws and ws[0].strip("'").removesuffix("'s") in _BEINGS and ws[0] not in _VERBS_TOO:

@@ -304,3 +304,14 @@ def test_a_title_copied_or_the_query_as_an_action_is_a_restatement():
     _, good = _labelled()
     new = ("copies the", "not something one does")
     assert not [g["tail"] for g in good if any(x in (restatement(g, CFG)[1] or "") for x in new)]
+
+
+def test_a_preamble_a_reason_and_a_circular_because_are_not_knowledge():
+    from processors.filters import relation_form
+
+    boot = {"behavior": "search_buy", "query": "rain boots for kids", "product_title": "Western Chief Kids' Rain Boot"}
+    assert "preamble" in fluency_rules(to_item({**boot, "relation": "xWant", "tail": "Sure! Here are some reasons:"}),
+                                       CFG)[1]
+    circular = to_item({**boot, "relation": "used_for_audience", "tail": "because it is a boot"})
+    assert "restates the product" in restatement(circular, CFG)[1] and "becaus" not in restatement(circular, CFG)[1]
+    assert "gives a reason" in relation_form({"relation": "xWant", "tail": "because it rains"}, CFG)[1]
