@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from generators.engines import MAX_STOP, Completion, GenParams, OpenAIEngine, cut_at_stops
+from generators.engines import MAX_STOP, Completion, EngineUnavailable, GenParams, OpenAIEngine, cut_at_stops
 
 # what the model "writes": three items, then a fourth the worker's stop strings end before
 TEXT = " keep feet dry\n2. walk in snow\n3. stay warm\n4. look good\n\nSearch: boots"
@@ -16,10 +16,14 @@ PIECES = [" keep", " feet", " dry", "\n", "2", ".", " walk", " in", " snow", "\n
 
 class _Server(BaseHTTPRequestHandler):
     bodies: list = []
+    errors: list = []  # status codes answered first, one per request (a busy or restarting server)
 
     def do_POST(self):  # noqa: N802 - http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.bodies.append(body)
+        if self.errors:
+            code = self.errors.pop(0)
+            return self._send(code, {"error": {"message": f"status {code}", "type": "busy" if code == 429 else "x"}})
         stop = body.get("stop") or []
         if not isinstance(stop, (str, list)) or isinstance(stop, list) and len(stop) > 4:
             # vLLM 0.32's server: "List should have at most 4 items after validation"
@@ -54,7 +58,7 @@ class _Server(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
-    _Server.bodies = []
+    _Server.bodies, _Server.errors = [], []
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -84,3 +88,19 @@ def test_cut_at_stops_keeps_the_tokens_that_begin_before_the_cut():
     assert (cut.text, cut.token_logprobs, cut.token_ends, cut.finish_reason) == ("ab", [-1.0], [2], "stop")
     assert cut_at_stops(c, ["zz"]) is c
     assert cut_at_stops(Completion("ab\n4.", 2, [-1.0, -2.0]), ["\n4."]).text == "ab"  # no offsets: text only
+
+
+def test_busy_timed_out_and_failing_servers_are_retried_a_bad_request_is_not(server):
+    """HTTP 408 and 429 (and 5xx) are the server's state, not the request's: retried with backoff,
+    never dead-lettered as malformed; another 4xx is the request's fault and raises at once."""
+    eng = OpenAIEngine(server, "smollm2", retry_for_s=30)
+    _Server.errors = [429, 408, 503]
+    (out,) = eng.generate(["Explain:\n1."], GenParams(stop=STOPS))
+    assert out.text.startswith(" keep feet dry") and len(_Server.bodies) == 4  # three refusals, then the answer
+    _Server.errors = [400]
+    with pytest.raises(ValueError, match="rejected the request: 400"):
+        eng.generate(["Explain:\n1."], GenParams(stop=STOPS))
+    assert len(_Server.bodies) == 5  # not retried
+    _Server.errors = [429] * 10
+    with pytest.raises(EngineUnavailable, match="HTTP 429"):
+        OpenAIEngine(server, "smollm2", retry_for_s=0.6).generate(["Explain:\n1."], GenParams(stop=STOPS))
