@@ -59,6 +59,7 @@ _STOP = frozenset("a an the of for to and or with in on at by is are be it its t
 # them", "people who need it", "everyday use", "for the same reason"). COSMO's generic statements.
 GENERIC_WORDS = frozenset("""
     because like likes liked love loves want wants wanted need needs needed buy buys bought buying purchase purchased
+    enjoy enjoys enjoying every day days
     purchasing customer customers buyer buyers shopper shoppers people person persons someone somebody anyone anybody
     everyone everybody user users consumer consumers product products item items thing things stuff something
     same reason reasons purpose purposes general generally everyday daily many much lot lots good great nice best
@@ -209,20 +210,32 @@ def safety(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
 
 _KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm", "1234567890")
 _VOWELS = set("aeiouy")
+# markdown the parser strips from model output: emphasis, code, a heading, a leading bullet
+_MARKUP = re.compile(r"\*\*|__|`|(?:^|\s)\*[^*\s]|(?:^|\s)#{1,6}\s|^\s*[-*•]\s")
+_CONSONANT_RUN = re.compile(r"[^aeiouy]{6,}")  # "strengths" has 5
+_SAME_LETTER_RUN = re.compile(r"([a-z])\1\1")
 
 
 def keyboard_noise(w: str) -> bool:
-    """A Latin-script word typed, not written: a run of 4+ keys along a keyboard row ("asdf",
-    "qwerty", "jkl;") or 5+ letters without a vowel ("xzqwr")."""
+    """A Latin-script word typed, not written: a run of keys along a keyboard row that is most of the
+    word ("asdf", "qwerty"; not "property", whose "erty" is half of it) or 5+ keys long, 5+ letters
+    without a vowel ("xzqwr"), 6+ consonants in a row ("ghfjdksl...") or a letter 3+ times in a row
+    ("aaaaaaa")."""
     if not w.isascii() or not w.isalpha():
         return False
     if len(w) >= 5 and not (_VOWELS & set(w)):
         return True
+    if _CONSONANT_RUN.search(w) or _SAME_LETTER_RUN.search(w):
+        return True
+    longest = 0
     for row in _KEYBOARD_ROWS:
-        for i in range(len(w) - 3):
-            if w[i : i + 4] in row or w[i : i + 4][::-1] in row:
-                return True
-    return False
+        for i in range(len(w)):
+            n = 1
+            while i + n < len(w) and abs(row.find(w[i + n]) - row.find(w[i + n - 1])) == 1 and w[i] in row \
+                    and all(ch in row for ch in w[i : i + n + 1]):
+                n += 1
+            longest = max(longest, n)
+    return longest >= 5 or (longest >= 4 and longest >= 0.6 * len(w))
 
 
 # A small generator loops ("a cute puppy puppy", "enjoy a campfire on a campfire", "pregnancy during
@@ -230,26 +243,56 @@ def keyboard_noise(w: str) -> bool:
 # candidates of generators/data/real_candidates.jsonl a repeated content word marks 34 tails, none
 # plausible, and none of the 344 hand-written plausible explanations; idioms that repeat a word
 # around one preposition ("room to room", "side by side") are not loops.
-_OPEN_ENDS = frozenset("a an the of for to with and or in on at by from his her their your my our its that which "
-                       "who whose as into than".split())
+# a stranded preposition can end a phrase ("the ground you kneel on", "kids to play with"); an
+# article, a possessive, a conjunction or "of" cannot
+_OPEN_ENDS = frozenset("a an the of and or but nor his her their your my our its whose than until while because "
+                       "if so from into onto between among".split())
+_DETERMINERS = frozenset("a an the his her their your my our its this that these those".split())
 _IDIOM_LINKS = frozenset("to by after for in and".split())
+_LINK_WORDS = frozenset("of for to with in on at by from during into onto over under about after before than like "
+                        "that which who whose".split())
+_ARTICLES = frozenset("a an the this that these those my your his her their our its some".split())
+_TOKEN = re.compile(r"\(|[^\W_]+(?:['’\-][^\W_]+)*")
 
 
 def repeated_words(tail: str) -> list[str]:
-    """Content words (stemmed: "pregnancy" and "pregnant" are one) a tail says twice, numbers aside,
-    except in "X to X" idioms. [] when none."""
-    seq = [(w, _stem(w)) for x in words(tail) for w in x.split("-") if w]
+    """Words a tail says twice the way a looping generator does: the same word twice in a row ("a
+    puppy puppy", "the the park"), a repeated pair of words ("baby groomers that help baby
+    groomers"), or a content word (stemmed: "pregnancy" and "pregnant" are one) said again after a
+    preposition or a bracket ("a campfire on a campfire", "pregnancy during pregnancy", "a puppy (1
+    puppy)"), except in "X to X" idioms ("room to room"). "keep cold drinks cold" and "moms-to-be and
+    new moms" repeat a word on purpose and are not loops. [] when none."""
+    text = unicodedata.normalize("NFKC", tail or "").casefold()
+    toks = [p for t in _TOKEN.findall(text) for p in (t.split("-") if t != "(" else [t]) if p]
+    stems = [_stem(t) if t != "(" else t for t in toks]
     out: list[str] = []
-    seen: list[tuple[int, str]] = []
-    for i, (w, st) in enumerate(seq):
-        if w in _STOP or w.isdigit():
+
+    def add(w: str) -> None:
+        if w not in out:
+            out.append(w)
+
+    pairs: set[tuple[str, str]] = set()
+    for i in range(1, len(toks)):
+        if toks[i] != "(" and stems[i] == stems[i - 1]:  # twice in a row
+            add(toks[i])
+        function = _STOP | _ARTICLES | _LINK_WORDS
+        if (toks[i - 1], toks[i]) in pairs and not (toks[i - 1] in function and toks[i] in function):  # a pair again
+            add(f"{toks[i - 1]} {toks[i]}")
+        if i >= 2:
+            pairs.add((toks[i - 2], toks[i - 1]))
+    for i, w in enumerate(toks):
+        if w == "(" or w in _STOP or w.isdigit() or w in _LINK_WORDS:
             continue
-        for j, prev in seen:
-            if _same_word(st, prev) and not (i - j == 2 and seq[j + 1][0] in _IDIOM_LINKS):
-                if w not in out:
-                    out.append(w)
+        k = i - 1  # what introduces the word, past articles and numbers
+        while k >= 0 and (toks[k] in _ARTICLES or toks[k].isdigit()):
+            k -= 1
+        if k < 0 or not (toks[k] in _LINK_WORDS or toks[k] == "("):
+            continue
+        for j in range(k):
+            if toks[j] not in _STOP and toks[j] != "(" and _same_word(stems[i], stems[j]) \
+                    and not (i - j == 2 and toks[j + 1] in _IDIOM_LINKS):
+                add(w)
                 break
-        seen.append((i, st))
     return out
 
 
@@ -270,6 +313,10 @@ def fluency_rules(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
     w = words(item["tail"])
     if not w or not any(ch.isalpha() for ch in "".join(w)):
         return 0.0, "no words"
+    if all(len(x) == 1 or x.isdigit() for x in w) and len(w) > 1:  # "a) b) c)", "1. 2. 3."
+        return 0.0, "no words (list markers only)"
+    if _MARKUP.search(item["tail"]):  # "**rainy mornings**": the parser strips it from model output
+        return 0.0, "markup left in the text"
     from generators.parsing import word_count
 
     n = word_count(item["tail"])
@@ -288,8 +335,14 @@ def fluency_rules(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
         return 0.0, f"degenerate: says {', '.join(again)} twice"
     if w[-1] in _OPEN_ENDS and len(w) > 1:
         return 0.0, f"unfinished: ends with {w[-1]!r}"
+    if len(w) >= 3 and re.search(r"(?:'s|s')$", w[-1]) and (w[-2] in _DETERMINERS or w[-3] in _DETERMINERS):
+        return 0.0, f"unfinished: ends with the possessive {w[-1]!r}"  # "soothe a teething baby's"
     lp = item.get("mean_logprob")
     floor = cfg.min_lm_logprob if item.get("logprob_source") == "lm" else cfg.min_mean_logprob
+    # the LM scores word salad ("real words in no order"), which takes 3 words; on 1-2 words its mean
+    # is the surprise of the first token ("weddings" for a cocktail dress: -13.4)
+    if item.get("logprob_source") == "lm" and n < 3:
+        return (lp if lp is not None else 0.0), None
     if lp is not None and lp < floor:
         return lp, f"not fluent: mean token log-prob {lp:.2f} < {floor}"
     return (lp if lp is not None else 0.0), None
@@ -383,11 +436,20 @@ individuals beginner novice novices expert experts guy gal bride brides groom gr
 veterans scout scouts police mommies kiddos pup pups twins host hosts roommate roommates colleague colleagues spouse
 spouses boyfriend boyfriends girlfriend girlfriends grad grads graduate graduates diabetic diabetics asthmatic
 asthmatics millennials fiance fiancee
+chicken chickens hen hens duck ducks goat goats cow cows pig pigs sheep lamb lambs reptile reptiles lizard lizards
+snake snakes turtle turtles tortoise tortoises parrot parrots ferret ferrets gerbil gerbils chinchilla chinchillas
+bunny bunnies pony ponies livestock poultry cattle
+bride bridesmaid bridesmaids groomsman groomsmen lifeguard lifeguards bachelor bachelors bachelorette
+bachelorettes retiree retirees newborns infants tots toddlers preteens teenagers elders
 """.split())
 # beings that are also verbs ("cook dinner", "fish in a boat", "host a party")
 _VERBS_TOO = frozenset("cook cooks fish host hosts nurse nurses parent crew staff team pet pets dog scout police "
                        "house".split())
-_AGENT_SUFFIXES = ("ers", "ors", "ists", "ians", "ees", "ants", "ents", "nauts", "men")
+_PEOPLE_PHRASE = re.compile(r"\s*(?:(?:those|anyone|anybody|someone|everyone|whoever)\b(?!-)"
+                            r"|the\s+(?:\w+ly\s+)?(?:impaired|disabled|elderly|young|old|sick|injured|blind|deaf|"
+                            r"bereaved|homeless|unemployed|wealthy|rich|poor|retired|newly\s+\w+)\b)")
+_AGENT_SUFFIXES = ("ers", "ors", "ists", "ians", "ees", "ants", "ents", "nauts", "men", "guards", "maids", "folks",
+                   "wives", "smiths", "mates")
 
 
 # The "do" relations complete a verb ("is used to ...", "wants to ...", "is able to ..."): a tail that
@@ -409,12 +471,12 @@ def relation_form(item: dict, cfg: "FilterConfig") -> tuple[float, str | None]:
     if any(ch.isalpha() and not ch.isascii() for ch in tail):
         return 0.0, None
     if item["relation"] in ACTION_RELATIONS:
-        ws = re.findall(r"[a-z0-9']+", tail.lower())
+        ws = re.findall(r"[a-z0-9'][a-z0-9'\-]*", tail.lower())  # "baby-proof" and "3d" are one word each
         if ws[:1] == ["to"]:
             ws = ws[1:]
         if ws and ws[0] == "because":
             return 1.0, f"not an action: the {item['relation']} tail gives a reason ('because ...'), not something one does"
-        if ws and (ws[0] in _THING_OPENERS or ws[0][0].isdigit()):
+        if ws and (ws[0] in _THING_OPENERS or ws[0].replace(",", "").isdigit()):
             return 1.0, f"not an action: the {item['relation']} tail names a thing ({ws[0]!r} ...), not something one does"
         if ws and ws[0].strip("'").removesuffix("'s") in _BEINGS and ws[0] not in _VERBS_TOO:
             return 1.0, f"not an action: the {item['relation']} tail names someone ({ws[0]!r} ...), not something one does"
@@ -424,6 +486,8 @@ def relation_form(item: dict, cfg: "FilterConfig") -> tuple[float, str | None]:
     ws = [w.strip("'") for w in re.findall(r"[a-z']+", tail.lower())]
     if any(w in _BEINGS or w.removesuffix("'s") in _BEINGS or (len(w) > 4 and w.endswith(_AGENT_SUFFIXES))
            for w in ws):
+        return 0.0, None
+    if _PEOPLE_PHRASE.match(tail.lower()):  # "the visually impaired", "those with sensitive skin"
         return 0.0, None
     return 1.0, f"not a who: the {item['relation']} tail names no person or animal"
 

@@ -33,8 +33,12 @@ _INSTRUCTIONS = [
      "addresses the model"),
     (r"\b(as an ai|language model|chatgpt|assistant mode|developer mode|jailbreak|dan mode)\b", "addresses the model"),
     (r"\b(new|updated|real|actual|hidden)\s+(instructions?|task|prompt|rules?)\b", "announces new instructions"),
-    (r"\b(respond|reply|answer|output|print|write|say|repeat|list|return)\s+(only|with|exactly|the following|"
-     r"this|these|verbatim|back)\b", "tells the model what to write"),
+    # "write with a fountain pen" and "return this item" describe products; "respond with", "output
+    # this" and "write only" address a model
+    (r"\b(respond|reply|answer|output)\s+(only|with|exactly|the following|this|these|verbatim|back)\b",
+     "tells the model what to write"),
+    (r"\b(print|write|say|repeat|list|return)\s+(only|exactly|the following|verbatim|back)\b",
+     "tells the model what to write"),
     (r"(^|\s)(system|assistant|user|human|ai)\s*:", "imitates a chat turn"),
     (r"<\|[^|>]{1,40}\|>|\[/?inst\]|<</?sys>>|<\s*/?\s*(system|assistant|user|im_start|im_end)\s*>|```|^#{2,}\s|\s#{2,}\s",
      "carries chat-template or markup tokens"),
@@ -57,9 +61,11 @@ _PROMOTION = re.compile(
     re.I)
 
 _URL = re.compile(r"\b(?:https?://|ftp://|www\.)\S+|\b[a-z0-9][a-z0-9-]{1,62}\.(?:com|net|org|io|co|ru|cn|info|biz|xyz|"
-                  r"shop|store|app|ly|me|us|uk|de)\b(?:/\S*)?", re.I)
+                  r"shop|store|app|ly|me|us|uk|de)\b(?:/\S*)?"
+                  r"|\b[a-z0-9][a-z0-9-]{0,62}(?:\.[a-z0-9-]{1,63})*\.[a-z]{2,24}/\S+", re.I)  # any host with a path: amzn.to/3x
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _PHONE = re.compile(r"(?<!\w)(?:\+?\d[\d\s().-]{7,}\d)(?!\w)")
+_PHONE_DIGITS = 9  # a phone number has 9+ digits with its area code; "the 2024-2025 school year" has 8
 _HANDLE = re.compile(r"(?<![\w@])@[a-z0-9_]{3,}\b", re.I)
 
 
@@ -99,14 +105,24 @@ def contact_reasons(tail: str) -> list[str]:
         out.append("carries a social media handle")
     if _URL.search(_EMAIL.sub(" ", t)):
         out.append("carries a URL")
-    if _PHONE.search(t):
+    if any(sum(ch.isdigit() for ch in m.group()) >= _PHONE_DIGITS for m in _PHONE.finditer(t)):
         out.append("carries a phone number")
     return out
 
 
+# A product that cures or diagnoses a disease is a medical claim no seller's listing may make and no
+# search model should learn from a small generator ("cinnamon capsules: cure type 2 diabetes")
+_MEDICAL = re.compile(r"\b(?:cures?|curing|diagnos(?:e|es|ing))\b", re.I)
+
+
 def promotion_reasons(tail: str) -> list[str]:
-    """A call to action or a sales claim ("best product, buy now"): advertising, not knowledge."""
-    return ["advertises (a call to action or a sales claim)"] if _PROMOTION.search(_plain(tail)) else []
+    """A call to action or a sales claim ("best product, buy now"), or a medical claim ("cure
+    diabetes"): advertising, not knowledge."""
+    t = _plain(tail)
+    out = ["advertises (a call to action or a sales claim)"] if _PROMOTION.search(t) else []
+    if _MEDICAL.search(t):
+        out.append("makes a medical claim (cures or diagnoses)")
+    return out
 
 
 def candidate_reasons(tail: str, inputs: list[str | None]) -> list[str]:

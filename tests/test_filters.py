@@ -22,7 +22,15 @@ def cp(tail, relation="used_for_event", a="Coleman Sundome 4-Person Camping Tent
 
 def test_fluency_rules_catch_garbage_run_on_text_and_keyboard_noise():
     assert fluency_rules(sb("pregnant women"), CFG)[1] is None
-    assert "run-on" in fluency_rules(sb("a b c d e f g h i j k l m"), CFG)[1]
+    assert "run-on" in fluency_rules(sb("comfortable shoes nurses wear standing all day during long hospital shifts"),
+                                     CFG)[1]
+    assert "list markers" in fluency_rules(sb("a b c d e f g h i j k l m"), CFG)[1]
+    assert "list markers" in fluency_rules(sb("a) b) c)"), CFG)[1]
+    assert "markup" in fluency_rules(sb("**rainy school mornings**"), CFG)[1]
+    for noise in ("ghfjdkslaeiru", "aaaaaaa", "asdfgh"):
+        assert "keyboard noise" in fluency_rules(sb(noise), CFG)[1], noise
+    for word in ("property managers", "liberty lovers", "strengths training fans", "typewriter collectors"):
+        assert fluency_rules(sb(word), CFG)[1] is None, word
     assert "repeated" in fluency_rules(sb("shoes shoes shoes shoes"), CFG)[1]
     assert "no words" in fluency_rules(sb("!!!"), CFG)[1]
     assert "no words" in fluency_rules(sb("1. 2. 3."), CFG)[1]
@@ -56,13 +64,15 @@ def test_the_lm_half_of_fluency_runs_after_the_rule_stages():
         seen.extend(it["tail"] for it in items)
         return [-13.0] * len(items)  # every hand-written tail "unlikely"
 
-    tails = ["things", FEWSHOT["kitchen"][1][3][2], "skechers work shoes", "pregnant women"]
+    tails = ["things", FEWSHOT["kitchen"][1][3][2], "skechers work shoes", "pregnant women at work", "nurses"]
     verdicts = FilterPipeline(FilterConfig(), TailStats(), fluency=lm, fewshot=fewshot_answers()).run([sb(t) for t in tails])
-    assert [v.stage for v in verdicts] == ["generic", "echo", "restatement", "fluency"]
-    assert seen == ["pregnant women"] and verdicts[3].scores["fluency"] == -13.0
+    assert [v.stage for v in verdicts] == ["generic", "echo", "restatement", "fluency", None]
+    assert seen == ["pregnant women at work", "nurses"] and verdicts[3].scores["fluency"] == -13.0
+    # word salad takes three words: on one or two the mean is the first token's surprise ("weddings": -13.4)
+    assert verdicts[4].kept
     # generation candidates keep their own log-probs: the LM is not asked
     assert FilterPipeline(FilterConfig(), TailStats(), fluency=lm).run([sb("nurses", mean_logprob=-1.0)])[0].kept
-    assert seen == ["pregnant women"]
+    assert seen == ["pregnant women at work", "nurses"]
 
 
 def test_html_entities_in_the_input_are_decoded():
@@ -226,7 +236,8 @@ def test_a_who_relation_names_a_person_or_an_animal():
     for tail in ("a day hike", "a home office", "sleeping in a dorm room", "a mountain bike", "hot chocolate"):
         assert relation_form({"relation": "used_for_audience", "tail": tail}, cfg)[1], tail
     for tail in ("seniors at risk of falling", "new parents", "dogs afraid of thunderstorms", "PC gamers",
-                 "kids&#39; birthday guests", "niños que aprenden a nadar", "car enthusiasts", "a puppy"):
+                 "kids&#39; birthday guests", "niños que aprenden a nadar", "car enthusiasts", "a puppy", "lifeguards",
+                 "bridesmaids", "backyard chickens", "the visually impaired", "those with sensitive skin"):
         assert relation_form({"relation": "used_for_audience", "tail": tail}, cfg)[1] is None, tail
     assert relation_form({"relation": "used_for_event", "tail": "a day hike"}, cfg)[1] is None  # not a who
     # the labelled generator output: no plausible audience lost, most implausible ones gone
@@ -258,13 +269,16 @@ def _labelled():
 def test_a_word_said_twice_or_a_tail_cut_mid_phrase_is_degenerate():
     from processors.filters import repeated_words
 
-    for tail in ("a cute puppy puppy", "pregnancy during pregnancy", "pregnant women's pregnancy",
+    for tail in ("a cute puppy puppy", "pregnancy during pregnancy", "the the park", "baby groomers that help baby groomers",
                  "enjoy a campfire on a campfire", "a 10-pack of 10-pack cables", "a puppy (1 puppy)"):
         assert "degenerate" in (fluency_rules(sb(tail), CFG)[1] or ""), tail
-    for tail in ("a bed that comes with a", "keep lunch warm with", "sleep on the"):
+    for tail in ("a bed that comes with a", "keep pasta warm until", "sleep on the", "protect the screen from",
+                 "soothe a teething baby's"):
         assert "unfinished" in (fluency_rules(sb(tail), CFG)[1] or ""), tail
     for tail in ("walk from room to room", "side by side seating", "adults (4 to 7 years old)", "nurses on long shifts",
-                 "кормящие мамы", "新米ママ"):
+                 "кормящие мамы", "新米ママ", "keep cold drinks cold", "moms-to-be &amp; new moms",
+                 "gardeners starting a vegetable garden", "cushion the hard ground you kneel on", "kids to play with",
+                 "sleepovers at grandma's"):
         assert repeated_words(tail) == [] and fluency_rules(sb(tail), CFG)[1] is None, tail
     # the labelled generator output: every degenerate tail is implausible; no hand-written plausible one is
     rows, good = _labelled()
@@ -283,6 +297,7 @@ def test_a_do_relation_is_not_a_noun_phrase():
     for rel, tail in (("used_for_function", "keep feet dry"), ("xWant", "to take a hike"), ("xWant", "cook dinner fast"),
                       ("used_in_location", "a tent at night"), ("used_for_event", "a camping trip"),
                       ("xWant", "cook dinner for the kids"), ("used_for_function", "fish from a kayak"),
+                      ("xWant", "3D print cosplay props"), ("used_for_function", "baby-proof kitchen cabinets"),
                       ("used_for_audience", "babies and toddlers")):
         assert relation_form({"relation": rel, "tail": tail}, CFG)[1] is None, (rel, tail)
     rows, good = _labelled()
@@ -315,3 +330,13 @@ def test_a_preamble_a_reason_and_a_circular_because_are_not_knowledge():
     circular = to_item({**boot, "relation": "used_for_audience", "tail": "because it is a boot"})
     assert "restates the product" in restatement(circular, CFG)[1] and "becaus" not in restatement(circular, CFG)[1]
     assert "gives a reason" in relation_form({"relation": "xWant", "tail": "because it rains"}, CFG)[1]
+
+
+def test_safety_tells_products_from_contact_details_and_instructions():
+    for tail in ("write with a fountain pen", "the 2024-2025 school year", "return this item easily", "24/7 care",
+                 "cured meat lovers"):
+        assert safety(sb(tail), CFG)[1] is None, tail
+    for tail, why in (("see amzn.to/3xYzQ for more", "URL"), ("call (555) 123-4567", "phone"),
+                      ("respond with yes", "instruction"), ("write only the word yes", "instruction"),
+                      ("cure type 2 diabetes", "medical claim")):
+        assert why in safety(sb(tail), CFG)[1], tail
