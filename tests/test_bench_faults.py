@@ -21,6 +21,7 @@ def test_short_fault_schedule_loses_and_duplicates_nothing_and_every_fault_recov
     out = r.stdout.decode().strip()
     assert out, r.stderr.decode()[-4000:]
     report = json.loads(out.splitlines()[-1])
+    assert "lost" in report, (report.get("error"), report.get("faults"), r.stderr.decode()[-3000:])
     assert report["lost"] == 0 and report["duplicated"] == 0, (report["losses"], report["duplicates"], report["examples"])
     assert r.returncode == 0 and report["ok"], report.get("error")
     ev = report["events"]
