@@ -14,10 +14,11 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from infra import procs
 
 
 class ServiceError(RuntimeError):
@@ -82,10 +83,8 @@ def free_port() -> int:
 
 
 def _spawn(svc: Service, argv: list[str]) -> int:
-    svc.run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(svc.log_file, "ab")
     # A new session, so Ctrl-C in the terminal that started it does not take the service down.
-    p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    p = procs.spawn(argv, svc.log_file)
     svc.pid_file.write_text(str(p.pid))
     return p.pid
 

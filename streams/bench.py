@@ -17,7 +17,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 from tqdm import tqdm
 
-from infra import services
+from infra import procs, services
 from processors.config import SamplingConfig
 from processors.events import parse_search_buy
 from processors.sampling import MemoryTable, SeenIds, sample_search_buy
@@ -133,7 +132,7 @@ def _worker_run(bootstrap: str, tmp: str, events: int, app_id: str, progress: bo
     env.update(own)
     exe = str(Path(sys.executable).parent / "intentflow")
     log_path = Path(tmp) / f"{app_id}.log"
-    worker = subprocess.Popen([exe, "worker"], env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    worker = procs.spawn([exe, "worker"], log_path, env=env)  # app_id is new per run: a fresh log
     try:
         bar = tqdm(total=events, disable=not progress, desc=f"stream worker ({app_id})", unit="ev")
         t_first = t_done = None
@@ -167,12 +166,7 @@ def _worker_run(bootstrap: str, tmp: str, events: int, app_id: str, progress: bo
         first_batch = 1000
         return (events - first_batch) / max(t_done - t_first, 1e-6), m, rss
     finally:
-        if worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        procs.stop(worker, 20)
 
 
 def run_stream_bench(events: int, pairs: int, memory_pairs: int, progress: bool = True, runs: int = 3) -> dict:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from infra import services
+from infra import procs, services
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE_SETTINGS = ("INTENTFLOW_ML_CACHE", "INTENTFLOW_DTYPE", "INTENTFLOW_ML_PYTHON")  # passed to the workers
@@ -54,13 +53,8 @@ class Proc:
     _log_from: int = 0  # where this run's lines start in the log (a restart appends)
 
     def start(self, env: dict) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self._log_from = self.log.stat().st_size if self.log.exists() else 0
-        if getattr(self, "_f", None):  # a restart: the previous run's handle
-            self._f.close()
-        self._f = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.argv, env=env, cwd=ROOT, stdout=self._f, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self._log_from = self.log.stat().st_size if self.log.exists() else 0  # a restart appends
+        self.proc = procs.spawn(self.argv, self.log, env=env, cwd=ROOT)
 
     def ready(self) -> bool:
         """Whether this run (since the last start) has logged its ready marker; raises if it exited."""
@@ -72,28 +66,13 @@ class Proc:
 
     def kill(self) -> None:
         """SIGKILL to the process and everything it started (its session), as a crash would."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(30)
+        procs.kill(self.proc)
 
     def tail(self, n: int = 3000) -> str:
         return self.log.read_bytes()[-n:].decode(errors="replace") if self.log.exists() else ""
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        except ProcessLookupError:
-            pass
+        procs.stop(self.proc, timeout)
 
 
 @dataclass

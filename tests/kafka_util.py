@@ -15,7 +15,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from infra import services
+from infra import procs, services
 from infra.kafka_compat import end_offsets
 from streams.settings import Settings, Topics
 
@@ -151,9 +151,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
-        self._f = open(self.log, "ab")
-        self.proc = subprocess.Popen([INTENTFLOW, "worker", *self.args], env=self.env, cwd=ROOT, stdout=self._f,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = procs.spawn([INTENTFLOW, "worker", *self.args], self.log, env=self.env, cwd=ROOT)
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -180,19 +178,12 @@ class Worker:
         return ""
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        procs.kill(self.proc, group=False, timeout=10)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Graceful stop (SIGTERM); a worker that does not exit in time is killed and the test fails."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise AssertionError(f"{self.name} did not stop within {timeout} s of SIGTERM:\n{self.tail()}") from None
+        if not procs.stop(self.proc, timeout, group=False):
+            raise AssertionError(f"{self.name} did not stop within {timeout} s of SIGTERM:\n{self.tail()}")
 
 
 def assignments(log: Path) -> list[set[int]]:
