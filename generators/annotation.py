@@ -14,11 +14,11 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from generators.sentences import statement
-from processors.filters import context_text, to_item, words
+from pydantic import ValidationError
 
-QUESTIONS = ("complete", "relevant", "informative", "plausible", "typical")
-_ANSWERS = {True: True, False: False, "yes": True, "no": False, "y": True, "n": False, "true": True, "false": False}
+from generators.sentences import statement
+from processors.contracts import AnnotationRow
+from processors.filters import context_text, to_item, words
 
 
 class AnnotationError(ValueError):
@@ -41,10 +41,10 @@ def sample(candidates: list[dict], n: int, seed: int = 0) -> list[dict]:
         if key in seen:
             continue
         seen.add(key)
-        out.append({"annotation_id": hashlib.blake2b(json.dumps(key).encode(), digest_size=6).hexdigest(),
-                    "behavior": i["behavior"], "context": context_text(i), "relation": i["relation"], "tail": i["tail"],
-                    "candidate_id": c.get("candidate_id"), "edge_id": c.get("edge_id"),
-                    **{q: None for q in QUESTIONS}})
+        out.append(AnnotationRow(
+            annotation_id=hashlib.blake2b(json.dumps(key).encode(), digest_size=6).hexdigest(), behavior=i["behavior"],
+            context=context_text(i), relation=i["relation"], tail=i["tail"], candidate_id=c.get("candidate_id"),
+            edge_id=c.get("edge_id")).model_dump())
         if len(out) >= n:
             break
     return out
@@ -61,15 +61,14 @@ def validate(rows: list[dict]) -> list[dict]:
         if r["annotation_id"] in ids:
             errors.append(f"row {n}: annotation_id {r['annotation_id']} appears twice")
         ids.add(r["annotation_id"])
-        answers = {}
-        for q in QUESTIONS:
-            v = r.get(q)
-            v = v.strip().lower() if isinstance(v, str) else v
-            if v not in _ANSWERS:
-                errors.append(f"row {n}: {q} must be yes/no (true/false), got {r.get(q)!r}")
-            else:
-                answers[q] = _ANSWERS[v]
-        clean.append({**r, **answers})
+        try:
+            row = AnnotationRow.model_validate(r)
+        except ValidationError as e:
+            errors += [f"row {n}: {'.'.join(map(str, x['loc']))} {x['msg'].removeprefix('Value error, ')}"
+                       for x in e.errors(include_url=False)]
+            continue
+        errors += [f"row {n}: {q} must be yes/no (true/false), got None" for q in row.unanswered()]
+        clean.append(row.model_dump())
     if errors:
         raise AnnotationError(f"{len(errors)} problem(s), nothing imported:\n" + "\n".join(errors[:50]))
     return clean

@@ -82,3 +82,44 @@ class Edge(Candidate):
     scores: dict[str, float]
     score: float | None = Field(None, ge=0.0, le=1.0)
     scorer: str | None = Field(None, description="what produced `score`: critic:<version>, self_eval, or None")
+
+
+QUESTIONS = ("complete", "relevant", "informative", "plausible", "typical")  # COSMO's annotation questions
+_YES_NO = {True: True, False: False, "yes": True, "no": False, "y": True, "n": False, "true": True, "false": False}
+
+
+class AnnotationRow(BaseModel):
+    """One candidate for human review and, once answered, a critic training label
+    (`intentflow annotate sample` writes them, `annotate import` appends them to
+    data/annotations.jsonl). `context` is the candidate's context as the filter reads it ("query |
+    title" or "title A | title B"); the five answers are COSMO's yes/no questions, None until
+    answered; yes/no, y/n and true/false (any case) are read as booleans. Extra columns (a
+    reviewer's note) are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    annotation_id: str = Field(min_length=1)
+    behavior: Literal["search_buy", "co_purchase"]
+    context: str = Field(min_length=1)
+    relation: str = Field(min_length=1)
+    tail: str = Field(min_length=1)
+    candidate_id: str | None = None
+    edge_id: str | None = None
+    complete: bool | None = None
+    relevant: bool | None = None
+    informative: bool | None = None
+    plausible: bool | None = None
+    typical: bool | None = None
+
+    @field_validator(*QUESTIONS, mode="before")
+    @classmethod
+    def _yes_no(cls, v: object) -> bool | None:
+        if v is None:
+            return None
+        key = v.strip().lower() if isinstance(v, str) else v
+        if isinstance(key, (bool, str)) and key in _YES_NO:
+            return _YES_NO[key]
+        raise ValueError(f"must be yes/no (true/false), got {v!r}")
+
+    def unanswered(self) -> list[str]:
+        return [q for q in QUESTIONS if getattr(self, q) is None]

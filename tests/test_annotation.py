@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from generators.annotation import QUESTIONS, AnnotationError, import_file, problems, sample, validate
+from generators.annotation import AnnotationError, import_file, problems, sample, validate
+from processors.contracts import QUESTIONS
 
 
 def cand(query, tail, relation="used_for_audience"):
@@ -46,3 +47,18 @@ def test_annotations_become_critic_problems():
     ps = problems(rows)
     assert len(ps) == 2 and all(p["gold"] == 0 and len(p["options"]) == 2 for p in ps)
     assert all(p["options"][0].startswith("because the product is meant for") for p in ps)
+
+
+def test_the_row_is_typed_answers_are_read_and_bad_rows_are_named():
+    from processors.contracts import AnnotationRow
+
+    row = sample([cand("q", "nurses")], 1)[0]
+    assert set(row) == set(AnnotationRow.model_fields)  # the sampled row is the contract, nothing else
+    ok = validate([{**row, **{q: a for q, a in zip(QUESTIONS, ("YES", "n", True, "True", " no "))}, "note": "close call"}])[0]
+    assert [ok[q] for q in QUESTIONS] == [True, False, True, True, False] and ok["note"] == "close call"
+    with pytest.raises(AnnotationError) as err:
+        validate([{**filled([row])[0], "behavior": "browsing"}, {**filled([row])[0], "annotation_id": "other", "typical": None},
+                  {**filled([row])[0], "annotation_id": "third", "relevant": 1.5}])
+    text = str(err.value)
+    assert "row 1: behavior" in text and "row 2: typical must be yes/no (true/false), got None" in text
+    assert "row 3: relevant must be yes/no (true/false), got 1.5" in text
