@@ -336,8 +336,12 @@ class FetchWatch:
             read = consumer._read_offset.get(tp)  # noqa: SLF001 - last offset handed to the agents
             committed = consumer._committed_offset.get(tp)  # noqa: SLF001
             want = read + 1 if read is not None else committed
-            if want is None:
-                continue
+            if want is None:  # never read, never committed: the agents should get it from its start
+                if (getattr(app.conf, "consumer_auto_offset_reset", None) or "earliest").lower() != "earliest":
+                    continue
+                want = (await consumer.earliest_offsets(tp)).get(tp)
+                if want is None:
+                    continue
             position = await consumer.position(tp)
             if position is None or position <= want:
                 continue

@@ -192,7 +192,10 @@ def test_a_partition_fetched_past_what_its_agents_got_is_fetched_again():
 
     stuck, moving, idle, log_tp = TP("behavior.search_buy", 3), TP("behavior.search_buy", 1), \
         TP("behavior.search_buy", 2), TP("app-sb_pairs-changelog", 3)
-    positions = {stuck: 1011, moving: 500, idle: 41, log_tp: 9}
+    # found by the restart test (clean clone, 2026-11-30): a partition the group never committed and
+    # no agent read, fetched past its 2 messages; "what the agents should get" is then its start
+    fresh = TP("features.rows", 0)
+    positions = {stuck: 1011, moving: 500, idle: 41, log_tp: 9, fresh: 2}
     sought: list = []
 
     class Consumer:
@@ -206,13 +209,18 @@ def test_a_partition_fetched_past_what_its_agents_got_is_fetched_again():
         async def position(self, tp):
             return positions[tp]
 
+        async def earliest_offsets(self, *tps):
+            return {tp: 0 for tp in tps}
+
         async def seek(self, tp, offset):
             sought.append((tp.partition, offset))
             self._read_offset[tp] = offset
 
-    app = SimpleNamespace(consumer=Consumer(), tables=SimpleNamespace(changelog_topics={"app-sb_pairs-changelog"}))
+    app = SimpleNamespace(consumer=Consumer(), tables=SimpleNamespace(changelog_topics={"app-sb_pairs-changelog"}),
+                          conf=SimpleNamespace(consumer_auto_offset_reset="earliest"))
     watch = faust_patches.FetchWatch()
     assert asyncio.run(watch.check(app)) == [] and sought == []  # the first look only notes
     app.consumer._read_offset[moving] = 350  # handed over since: healthy
-    assert [(tp.partition, a, b) for tp, a, b in asyncio.run(watch.check(app))] == [(3, 585, 1011)]
-    assert sought == [(3, 585)] and app.consumer._read_offset[stuck] == 584
+    got = sorted((tp.topic, tp.partition, a, b) for tp, a, b in asyncio.run(watch.check(app)))
+    assert got == [("behavior.search_buy", 3, 585, 1011), ("features.rows", 0, 0, 2)]
+    assert sorted(sought) == [(0, 0), (3, 585)] and app.consumer._read_offset[stuck] == 584
