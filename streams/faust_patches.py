@@ -324,6 +324,7 @@ class FetchWatch:
 
     def __init__(self) -> None:
         self.last: dict = {}  # tp -> (next offset the agents should get, fetch position) at the last look
+        self.fresh_sought: dict = {}  # never-read tp -> the position it was sought back from
 
     async def check(self, app: Any) -> list:
         """Seek back the partitions found starved twice in a row; returns them as (tp, from, to)."""
@@ -336,21 +337,26 @@ class FetchWatch:
             read = consumer._read_offset.get(tp)  # noqa: SLF001 - last offset handed to the agents
             committed = consumer._committed_offset.get(tp)  # noqa: SLF001
             want = read + 1 if read is not None else committed
-            if want is None:  # never read, never committed: the agents should get it from its start
+            fresh = want is None
+            if fresh:  # never read, never committed: the agents should get it from its start
                 if (getattr(app.conf, "consumer_auto_offset_reset", None) or "earliest").lower() != "earliest":
                     continue
-                want = (await consumer.earliest_offsets(tp)).get(tp)
-                if want is None:
-                    continue
+                # 0, not a query for the log start: a seek below it resets to the earliest offset, and
+                # asking the broker from this timer took 11 s a look (the consumer thread is busy)
+                want = 0
             position = await consumer.position(tp)
             if position is None or position <= want:
                 continue
+            if fresh and self.fresh_sought.get(tp) == position:
+                continue  # sought from here once already: its log starts here (retention, compaction)
             seen[tp] = (want, position)
             if self.last.get(tp) == (want, position):  # nothing handed over, nothing fetched since
                 log.warning("fetch position %d of %s[%d] is past %d, which no agent got; fetching from %d again",
                             position, tp.topic, tp.partition, want, want)
                 await consumer.seek(tp, want)
                 consumer._read_offset[tp] = read  # noqa: SLF001 - Faust's seek marks the target as read
+                if fresh:
+                    self.fresh_sought[tp] = position
                 sought.append((tp, want, position))
                 seen.pop(tp)
         self.last = seen
