@@ -483,10 +483,16 @@ def relation_form(item: dict, cfg: "FilterConfig") -> tuple[float, str | None]:
         return 0.0, None
     if item["relation"] not in WHO_RELATIONS:
         return 0.0, None
-    ws = [w.strip("'") for w in re.findall(r"[a-z']+", tail.lower())]
-    if any(w in _BEINGS or w.removesuffix("'s") in _BEINGS or (len(w) > 4 and w.endswith(_AGENT_SUFFIXES))
-           for w in ws):
+    raw = re.findall(r"[a-z']+", tail.lower())
+
+    def being(w: str) -> bool:
+        return w in _BEINGS or (len(w) > 4 and w.endswith(_AGENT_SUFFIXES))
+
+    owners = [w for w in raw if w.endswith(("'s", "'"))]
+    if any(being(w.strip("'")) for w in raw if w not in owners):
         return 0.0, None
+    if any(being(w.removesuffix("'s").strip("'")) for w in owners):  # "dad's grill": whose, not who
+        return 1.0, f"not a who: the {item['relation']} tail names something of someone's, not someone"
     if _PEOPLE_PHRASE.match(tail.lower()):  # "the visually impaired", "those with sensitive skin"
         return 0.0, None
     return 1.0, f"not a who: the {item['relation']} tail names no person or animal"

@@ -233,11 +233,13 @@ def test_a_who_relation_names_a_person_or_an_animal():
     from processors.filters import FilterConfig, relation_form
 
     cfg, data = FilterConfig(), Path(__file__).resolve().parents[1] / "generators" / "data"
-    for tail in ("a day hike", "a home office", "sleeping in a dorm room", "a mountain bike", "hot chocolate"):
+    for tail in ("a day hike", "a home office", "sleeping in a dorm room", "a mountain bike", "hot chocolate",
+                 "Dad's grill", "children's parties"):
         assert relation_form({"relation": "used_for_audience", "tail": tail}, cfg)[1], tail
     for tail in ("seniors at risk of falling", "new parents", "dogs afraid of thunderstorms", "PC gamers",
                  "kids&#39; birthday guests", "niños que aprenden a nadar", "car enthusiasts", "a puppy", "lifeguards",
-                 "bridesmaids", "backyard chickens", "the visually impaired", "those with sensitive skin"):
+                 "bridesmaids", "backyard chickens", "the visually impaired", "those with sensitive skin",
+                 "a dad's grandkids", "children's pets"):
         assert relation_form({"relation": "used_for_audience", "tail": tail}, cfg)[1] is None, tail
     assert relation_form({"relation": "used_for_event", "tail": "a day hike"}, cfg)[1] is None  # not a who
     # the labelled generator output: no plausible audience lost, most implausible ones gone
