@@ -263,7 +263,12 @@ def repeated_words(tail: str) -> list[str]:
     puppy)"), except in "X to X" idioms ("room to room"). "keep cold drinks cold" and "moms-to-be and
     new moms" repeat a word on purpose and are not loops. [] when none."""
     text = unicodedata.normalize("NFKC", tail or "").casefold()
-    toks = [p for t in _TOKEN.findall(text) for p in (t.split("-") if t != "(" else [t]) if p]
+    toks, unit = [], []  # unit[i]: which written word (a hyphenated compound is one) token i is part of
+    for n, t in enumerate(_TOKEN.findall(text)):
+        for part in (t.split("-") if t != "(" else [t]):
+            if part:
+                toks.append(part)
+                unit.append(n)
     stems = [_stem(t) if t != "(" else t for t in toks]
     out: list[str] = []
 
@@ -274,6 +279,9 @@ def repeated_words(tail: str) -> list[str]:
     pairs: set[tuple[str, str]] = set()
     for i in range(1, len(toks)):
         if toks[i] != "(" and stems[i] == stems[i - 1]:  # twice in a row
+            add(toks[i])
+        elif toks[i] != "(" and unit[i] != unit[i - 1] and toks[i] not in _STOP and any(
+                stems[j] == stems[i] for j in range(i) if unit[j] == unit[i - 1]):  # "baby-friendly baby"
             add(toks[i])
         function = _STOP | _ARTICLES | _LINK_WORDS
         if (toks[i - 1], toks[i]) in pairs and not (toks[i - 1] in function and toks[i] in function):  # a pair again
