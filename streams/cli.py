@@ -298,18 +298,19 @@ def bench() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def bench_stream(events: int, pairs: int, memory_pairs: int, runs: int, as_json: bool) -> None:
     """Events/s through sample + dedup + batch on a real broker vs a plain confluent-kafka consumer."""
-    from streams.bench import run_stream_bench
+    from streams.bench.stream import run_stream_bench
 
     _emit(run_stream_bench(events, pairs, memory_pairs, progress=not as_json, runs=runs), as_json)
 
 
-def _ml(args: list[str]) -> None:
-    """Run an ML command in .venv-ml (vLLM and faust-streaming cannot share an environment)."""
+def _ml(args: list[str], module: str = "generators.cli") -> None:
+    """Run an ML command (`python -m module args`) in .venv-ml (vLLM and faust-streaming cannot
+    share an environment)."""
     root = Path(__file__).resolve().parents[1]
     py = os.environ.get("INTENTFLOW_ML_PYTHON", str(root / ".venv-ml" / "bin" / "python"))
     if not Path(py).exists():
         raise click.ClickException(f"{py} not found: build the ML environment with `make venv-ml`")
-    os.execv(py, [py, "-m", "generators.cli", *args])
+    os.execv(py, [py, "-m", module, *args])
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
@@ -420,14 +421,14 @@ def eval_relevance(data: str, task: str, limit: int | None, seed: int, knowledge
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench_filter(args: tuple[str, ...]) -> None:
     """Candidates/s through the filter stages, batched vs one at a time (runs in .venv-ml)."""
-    _ml(["bench-filter", *args])
+    _ml(list(args), module="streams.bench.filter")
 
 
 @bench.command("generate", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench_generate(args: tuple[str, ...]) -> None:
     """Generation pairs/s with the worker's prompts: the worker vs one call per micro-batch vs a naive loop (.venv-ml): --pairs N --json."""
-    _ml(["bench", *args])
+    _ml(list(args), module="streams.bench.generate")
 
 
 @main.command()
@@ -523,7 +524,7 @@ def features(query: str | None, product: str | None, pair: tuple[str, str] | Non
 @click.option("--json", "as_json", is_flag=True)
 def bench_features(rows: int, batch: int, single: int, reads: int, gc_freeze: bool, as_json: bool) -> None:
     """Feast push rows/s (online; online+offline) and get_online_features p50/p99 on a private Redis."""
-    from feature_repo.bench import run_features_bench
+    from streams.bench.features import run_features_bench
 
     _emit(run_features_bench(rows, batch, single, reads, progress=not as_json, freeze=gc_freeze), as_json)
 
@@ -542,7 +543,7 @@ def bench_e2e(rate: float, duration: float, new_pairs_per_s: float, ramp: str, l
               spike_s: float, as_json: bool) -> None:
     """The whole pipeline under steady traffic: freshness p50/p95/p99, each stage's throughput,
     generation requests/s, and with --ramp the saturation point in new pairs/s."""
-    from streams.bench_e2e import run_e2e_bench
+    from streams.bench.e2e import run_e2e_bench
 
     levels = tuple(float(x) for x in ramp.split(",") if x.strip())
     _emit(run_e2e_bench(rate, duration, new_pairs_per_s, progress=not as_json, ramp=levels, level_s=level_s,
@@ -563,7 +564,7 @@ def bench_faults(schedule: str, events: int | None, seed: int, data_dir: str | N
     replay, then account for every event and every edge: events in, accounted, lost, duplicated,
     recovery seconds per fault. Exit 1 if anything was lost or duplicated, a fault did not recover or no
     knowledge was made at all."""
-    from streams.bench_faults import render, run_faults_bench
+    from streams.bench.faults import render, run_faults_bench
 
     report = run_faults_bench(schedule, events, seed, progress=not as_json, data_dir=data_dir)
     click.echo(json.dumps(report, default=str) if as_json else render(report))

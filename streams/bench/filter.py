@@ -14,11 +14,14 @@ fluency with the LM, as `intentflow filter` does for hand-written candidates.
 
 from __future__ import annotations
 
-import os
-import platform
+import json
 import random
 import resource
 import time
+
+import click
+
+from streams.bench import machine
 
 TAILS = ["pregnant women", "nurses on long shifts", "a camping trip", "keep the wearer warm", "cook without oil",
          "new parents", "people who stand all day", "walking the dog", "a small apartment", "training for a race",
@@ -147,7 +150,7 @@ def run(n: int, batch: int, critic_dir: str | None, lm_fluency: bool = False) ->
     for it in items[:m]:
         pipe.run([it])
     single = m / (time.perf_counter() - t0)
-    return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    return {"machine": machine(),
             "candidates": n, "batch_size": batch, "stages": "1-5" if version else "1-4 (no critic given)",
             "critic_version": version, "fluency": "LM pass" if lm_fluency else "generation log-probs",
             "batched_candidates_per_s": round(batched, 1),
@@ -158,3 +161,20 @@ def run(n: int, batch: int, critic_dir: str | None, lm_fluency: bool = False) ->
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "command": f"intentflow bench filter --synthetic {n} --batch {batch}"
                        f"{' --lm-fluency' if lm_fluency else ''} --json"}
+
+
+@click.command()
+@click.option("--synthetic", "n", type=int, default=None, help="N synthetic search-buy candidates instead of the recorded generation output")
+@click.option("--batch", default=64, show_default=True)
+@click.option("--critic", "critic_dir", default=None, help="critic folder, 'default' or 'off' (default: INTENTFLOW_FILTER__CRITIC)")
+@click.option("--lm-fluency", is_flag=True, help="score fluency with the LM (synthetic candidates only)")
+@click.option("--json", "as_json", is_flag=True)
+def main(n: int | None, batch: int, critic_dir: str | None, lm_fluency: bool, as_json: bool) -> None:
+    """Candidates/s through the filter stages on recorded generation output (both behaviours, the
+    real embedding-cache hit rate), batched vs one at a time; precision of what is kept where labelled."""
+    out = run(n, batch, critic_dir, lm_fluency) if n else run_recorded(batch, critic_dir)
+    click.echo(json.dumps(out) if as_json else json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main(prog_name="intentflow bench filter")

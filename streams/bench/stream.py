@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -33,19 +32,10 @@ from processors.config import SamplingConfig
 from processors.events import parse_search_buy
 from processors.sampling import MemoryTable, SeenIds, sample_search_buy
 from streams.producer import producer_config
+from streams.bench import machine
 from streams.settings import Topics
 
 T0 = 1767225600
-
-
-def machine() -> str:
-    cpu = ""
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}"
 
 
 def synthetic_events(n: int, pairs: int, seed: int = 1):
