@@ -207,6 +207,19 @@ def _lineage(edges: list[dict], state: dict) -> dict:
             "row_ts": state["row_ts"], "last_event_time": state.get("last_event", 0.0)}
 
 
+# The entity id field of each view's rows (feature_repo/definitions.py names the same entities).
+ENTITY_FIELD = {"query_intents": "query_id", "co_purchase_reasons": "pair_id",
+                "product_knowledge": "product_id", "product_subcategory": "product_id"}
+# The views whose rows feed intentflow_freshness_seconds: one row per entity update (a product has
+# two views; its subcategory row stands for it).
+FRESHNESS_VIEWS = ("query_intents", "product_subcategory", "co_purchase_reasons")
+
+
+def row_key(view: str, row: dict) -> str:
+    """The Kafka key of a row on features.rows: "<view>|<entity id>". KeyError for an unknown view."""
+    return f"{view}|{row[ENTITY_FIELD[view]]}"
+
+
 def stamp(row: dict, pushed_at: float) -> dict:
     """Push time and freshness (pushed - event time of the edge that caused this update)."""
     return {**row, "pushed_at": pushed_at, "freshness_s": max(0.0, pushed_at - row["last_event_time"])}

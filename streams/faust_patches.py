@@ -62,6 +62,27 @@ behavior.search_buy[3] committed 585 of 1,011 and nothing handed over). Every fe
 partition whose fetch position is past the next offset the agents should get, with nothing handed
 over since the last look, is sought back to that offset (a warning is logged). A partition whose
 agent is just slow is at worst fetched again (at-least-once: the stages are idempotent).
+
+10. `verify_only_positioned`: Faust's livelock check (every 2.5 commit intervals once a rebalance
+is over) reads each assigned partition's fetch position from aiokafka's subscription state; for a
+partition whose offset is still being reset (assigned without a committed offset, or sought to its
+start by 6.) aiokafka 0.14 has no position and its `position` property raises AssertionError,
+which crashes the worker (found by the test of a rebalance while the agents' queues are full,
+tests/test_scale_out.py: the surviving worker died 0.7 s after taking the partitions over). Such
+a partition is skipped until it has a position, as Faust already skips one without a high watermark.
+
+11. `seek_before_resuming_streams`: at the end of a rebalance Faust's recovery
+(Recovery.on_recovery_completed, and _resume_streams for an app without tables) resumes the stream
+partitions, then seeks them to their committed offsets (an await: a broker round trip, longer with
+6.), and only then resumes the flow, which empties every agent queue (mode's FlowControlEvent.resume).
+Messages fetched in that window were handed to the queues from wherever each partition's fetch
+position stood. Those fetched after their partition's seek were marked read and then emptied from
+the queues: no agent got them, nothing fetched them again, and the partition's commit stopped below
+them for good (found by the test of a rebalance while the agents' queues are full: a worker stalled
+with exactly one queue's worth of offsets, 8, never acknowledged). Those an agent took before the
+seek were handled out of order, and the sampler takes an older offset of a pair it has seen as a
+redelivery (a pair went missing when the queues were kept instead). The stream partitions are now
+resumed after the seek, right before the flow: nothing is fetched for them in between.
 """
 
 from __future__ import annotations
@@ -89,6 +110,23 @@ def check_faust_version(found: str | None = None) -> None:
         raise RuntimeError(f"intentflow's stream worker relies on Faust {FAUST_VERSION} internals (streams/take.py, "
                            f"streams/faust_patches.py) and found faust-streaming {found}: install the pinned version "
                            f"(pip install -e .) or re-read those internals and update FAUST_VERSION")
+
+
+def install(settings: Any, settle: Callable[[Any], Awaitable[None]]) -> None:
+    """Every patch the stream worker runs with (each process-wide and applied once; streams.app.create_app
+    calls this, importing the module does not). `settings`: streams.settings.Settings; `settle`:
+    streams.state.settle. Raises RuntimeError on a Faust release the patches were not read from."""
+    from streams.settings import needs_true_highwaters
+
+    check_faust_version()  # take.py and the patches read Faust internals of one release
+    patch_drain(fastpath=settings.faust_fastpath)  # gaps fetched again (8.); the fast hand-off (1.) if on
+    if needs_true_highwaters(settings):  # a broker workaround (2.), only where the broker needs it
+        apply_true_highwaters(settings.broker, settings.kafka)
+    settle_before_commit(settle)  # no offset committed past a changelog write the broker refused (5.)
+    seek_uncommitted_to_start()  # a restart re-reads partitions the group never committed (6.)
+    commit_whole_runs()  # an offset acknowledged twice does not hold the commit back (7.)
+    verify_only_positioned()  # the livelock check does not crash on a partition being reset (10.)
+    seek_before_resuming_streams()  # nothing fetched between a stream partition's seek and the flow (11.)
 
 
 _PATTERN = re.compile(r"\n( *)await self\.wait_first\(\s*callback\(message\), self\.suspend_flow\.wait\(\)\s*\)")
@@ -192,6 +230,63 @@ def apply_true_highwaters(bootstrap: str, security: Any = None) -> None:
 
     fa.AIOKafkaConsumerThread._highwaters = _highwaters
     _hw_applied = True
+
+
+_verify_guarded = False
+
+
+def verify_only_positioned() -> None:
+    """Faust's livelock check skips partitions without a fetch position (10. above)."""
+    global _verify_guarded
+    if _verify_guarded:
+        return
+    import faust.transport.drivers.aiokafka as fa
+    from aiokafka import TopicPartition
+
+    original = fa.AIOKafkaConsumerThread.verify_event_path
+
+    def verify_event_path(self, now: float, tp: Any) -> None:
+        subscription = self._ensure_consumer()._fetcher._subscriptions.subscription  # noqa: SLF001 - as Faust reads it
+        state = None if subscription is None else subscription.assignment.state_value(
+            TopicPartition(tp.topic, tp.partition))
+        if state is None or not state.has_valid_position:
+            return None  # being reset (or no longer assigned): nothing to verify yet
+        return original(self, now, tp)
+
+    fa.AIOKafkaConsumerThread.verify_event_path = verify_event_path
+    _verify_guarded = True
+
+
+_RESUME = re.compile(r"\n( *)consumer\.resume_partitions\(\s*\{tp for tp in assignment if not self\._is_changelog_tp\(tp\)\}\s*\)")
+_COMPLETED = re.compile(r"\n( *)self\.completed\.set\(\)")
+_streams_reordered = False
+
+
+def resume_after_seek(src: str, name: str) -> str:
+    """The source of Recovery.`name` with its resume of the stream partitions moved from before
+    their seek to right before `self.completed.set()`; RuntimeError when it is not found."""
+    resume, completed = _RESUME.search(src), _COMPLETED.search(src)
+    if resume is None or completed is None or completed.start() < resume.end() or \
+            "perform_seek()" not in src[resume.end(): completed.start()]:
+        raise RuntimeError(f"Faust's Recovery.{name} is not the source streams/faust_patches.py was written for")
+    statement = f"\n{completed.group(1)}consumer.resume_partitions({{tp for tp in assignment if not self._is_changelog_tp(tp)}})"
+    return src[: resume.start()] + src[resume.end(): completed.start()] + statement + src[completed.start():]
+
+
+def seek_before_resuming_streams() -> None:
+    """Faust's recovery resumes the stream partitions after seeking them, not before (11. above).
+    Raises RuntimeError when Recovery's source is not the one this was written for."""
+    global _streams_reordered
+    if _streams_reordered:
+        return
+    import faust.tables.recovery as fr
+
+    for name in ("on_recovery_completed", "_resume_streams"):
+        src = resume_after_seek(textwrap.dedent(inspect.getsource(getattr(fr.Recovery, name))), name)
+        ns: dict = {}
+        exec(compile(src, fr.__file__, "exec"), fr.__dict__, ns)
+        setattr(fr.Recovery, name, ns[name])
+    _streams_reordered = True
 
 
 class RawSchema(faust.Schema):

@@ -8,8 +8,9 @@ reads the agent's channel queue itself, with the bookkeeping of faust.streams.St
 rebalance, is skipped and acked, as Faust does; a message of an acking topic is tracked as unacked
 until acked; a batch is acked (Faust's own Event.ack) only after the agent's code has finished
 with it: an agent that raises gets the batch again when Faust restarts it, and a process that
-dies gets it again from the last commit. Sensors are not called per event: the worker uses `take` only
-with settings.faust_event_sensors off (streams/faust_patches.skip_event_sensors).
+dies gets it again from the last commit. `take` calls no sensor per event (Faust's stream iterator
+calls on_stream_event_in/out and on_message_out); with settings.faust_event_sensors on, the
+consumer's on_message_in still runs for every message (streams/faust_patches.skip_event_sensors).
 """
 
 from __future__ import annotations

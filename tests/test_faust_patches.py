@@ -233,3 +233,95 @@ def test_a_partition_fetched_past_what_its_agents_got_is_fetched_again():
     for _ in range(3):
         asyncio.run(watch.check(app))
     assert [x for x in sought if x[0] == 0] == [(0, 0)]
+
+
+def test_the_livelock_check_skips_a_partition_whose_offset_is_being_reset():
+    """Found by the test of a rebalance while the agents' queues are full: Faust's livelock check
+    read aiokafka 0.14's `position` of a partition just assigned without a committed offset (or
+    sought to its start) and the AssertionError crashed the worker. Such partitions are skipped
+    until they have a position; a positioned one is checked as Faust checks it."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import faust.transport.drivers.aiokafka as fa
+    import pytest
+    from aiokafka.consumer.subscription_state import TopicPartitionState
+    from faust.types import TP
+
+    from streams import faust_patches
+
+    async def states():
+        return TopicPartitionState(None), TopicPartitionState(None)
+
+    being_reset, positioned = asyncio.run(states())  # its futures want a running loop
+    positioned._position = 42
+    by_tp = {("t", 0): being_reset, ("t", 1): positioned}
+    subscription = SimpleNamespace(assignment=SimpleNamespace(
+        state_value=lambda tp: by_tp.get((tp.topic, tp.partition))))
+    consumer = SimpleNamespace(_fetcher=SimpleNamespace(_subscriptions=SimpleNamespace(subscription=subscription)))
+    checked: list = []
+    monitor = SimpleNamespace(stream_inbound_time={})
+    thread = SimpleNamespace(
+        _ensure_consumer=lambda: consumer, time_started=0.0, tp_stream_timeout_secs=1e9,
+        _verify_aiokafka_event_path=lambda now, tp: checked.append(tp) and False,
+        consumer=SimpleNamespace(app=SimpleNamespace(monitor=monitor, topics=SimpleNamespace(acks_enabled_for=lambda t: True))))
+    unpatched = fa.AIOKafkaConsumerThread.verify_event_path
+    if not faust_patches._verify_guarded:  # noqa: SLF001 - Faust's own, on the partition being reset
+        with pytest.raises(AssertionError):
+            unpatched(thread, 1.0, TP("t", 0))
+        checked.clear()
+    faust_patches.verify_only_positioned()
+    verify = fa.AIOKafkaConsumerThread.verify_event_path
+    assert verify(thread, 1.0, TP("t", 0)) is None and checked == []  # skipped
+    assert verify(thread, 1.0, TP("t", 2)) is None and checked == []  # no longer assigned: skipped
+    being_reset._position = 0  # the reset is done: now it is checked
+    verify(thread, 1.0, TP("t", 0))
+    verify(thread, 1.0, TP("t", 1))
+    assert checked == [TP("t", 0), TP("t", 1)]
+
+
+def test_the_stream_partitions_are_resumed_after_their_seek_right_before_the_flow():
+    """Found by the test of a rebalance while the agents' queues are full: Faust resumed the stream
+    partitions before seeking them, so messages fetched during the seek were handed to the queues,
+    then emptied by the flow's resume (a worker stalled, 8 offsets never acknowledged) or handled out
+    of order. Now: seek, resume the partitions, resume the flow, with no await in between."""
+    import asyncio
+    from types import SimpleNamespace as NS
+
+    import faust.tables.recovery as fr
+
+    from streams import faust_patches
+
+    faust_patches.seek_before_resuming_streams()
+    calls: list = []
+
+    async def perform_seek():
+        calls.append("perform_seek")
+
+    async def nothing(*a, **k):
+        return None
+
+    async def wait(coro, timeout=None):
+        await coro
+
+    stream_tp, changelog_tp = ("behavior.search_buy", 0), ("intentflow-sb_pairs-changelog", 0)
+    consumer = NS(assignment=lambda: {stream_tp, changelog_tp}, perform_seek=perform_seek,
+                  resume_partitions=lambda tps: calls.append(("resume_partitions", sorted(tps))),
+                  resume_flow=lambda: calls.append("resume_flow"))
+    app = NS(consumer=consumer, on_rebalance_complete=NS(send=nothing), consumer_generation_id=7,
+             conf=NS(broker_request_timeout=1.0), flow_control=NS(resume=lambda: calls.append("flow_control.resume")),
+             _fetcher=NS(maybe_start=nothing), assignor=NS(assigned_standbys=lambda: set()),
+             on_rebalance_end=lambda: None)
+    log = NS(info=lambda *a: None, dev=lambda *a: None, warning=lambda *a: None)
+    for name in ("on_recovery_completed", "_resume_streams"):
+        calls.clear()
+        recovery = NS(app=app, log=log, _set_recovery_ended=lambda: None, actives_for_table={},
+                      standbys_for_table={}, _is_changelog_tp=lambda tp: tp[0].endswith("-changelog"), _wait=wait,
+                      completed=NS(set=lambda: calls.append("completed")),
+                      tables=NS(values=lambda: [], on_actives_ready=lambda: None, on_standbys_ready=lambda: None))
+        asyncio.run(getattr(fr.Recovery, name)(recovery, 7))
+        assert calls == ["perform_seek", ("resume_partitions", [stream_tp]), "completed", "flow_control.resume",
+                         "resume_flow"], (name, calls)
+    with __import__("pytest").raises(RuntimeError, match="not the source"):
+        faust_patches.resume_after_seek("async def f(self):\n    self.completed.set()\n", "f")
+

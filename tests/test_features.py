@@ -90,6 +90,23 @@ def test_freshness_is_push_time_minus_the_causing_event_time():
     assert features.stamp(row, T0 + 7.5)["freshness_s"] == pytest.approx(7.5)
 
 
+def test_every_view_has_a_row_key_and_one_row_per_entity_update_counts_for_freshness():
+    cfg = FeatureConfig()
+    states = _state([search_edge("boots", SHOE, "xWant", "stay dry", 0.8, T0),
+                     co_edge(SHOE, SOCK, "xIs_a", "expecting mothers", 0.8, T0)], cfg)
+    keys, fresh = {}, []
+    for key, st in states.items():
+        built = features.rows(key, st, cfg)
+        keys.update({features.row_key(view, row): key for view, row in built})
+        fresh += [view for view, _ in built if view in features.FRESHNESS_VIEWS]
+    assert set(features.ENTITY_FIELD) == {view for k in keys for view in [k.split("|", 1)[0]]}
+    assert keys["product_knowledge|B01"] == keys["product_subcategory|B01"] == "product|B01"
+    assert keys["co_purchase_reasons|B01|B02"] == "pair|B01|B02"
+    assert len(fresh) == len(states)  # each entity's update observed once (a product by its subcategory row)
+    with pytest.raises(KeyError):
+        features.row_key("no_such_view", {})
+
+
 def test_bad_edges_raise_clear_errors():
     with pytest.raises(KeyError):
         features.contributions({"edge_id": "x", "relation": "xWant", "tail": "t", "behavior": "browse"})

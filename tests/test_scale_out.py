@@ -123,6 +123,64 @@ def test_a_second_worker_takes_partitions_mid_stream_without_losing_or_duplicati
     assert all(len(bt["requests"]) <= 16 for bt in batches)
 
 
+def _owns_partitions(w: Worker) -> bool:
+    try:
+        return bool(assignments(w.log)[-1])
+    except AssertionError:  # no assignment logged yet
+        return False
+
+
+def test_a_rebalance_while_the_agents_queues_are_full_loses_and_duplicates_nothing(broker, tmp_path, settings_for):
+    """The patched consumer path (streams/faust_patches.py 1. and 6.-9., streams/take.py) under a
+    rebalance that comes while the hand-off waits for room: each agent's queue holds 8 messages
+    (INTENTFLOW_STREAM_BUFFER_MAXSIZE) and a backlog waits on the broker, so both workers' consumers
+    are blocked on full queues (a fetch brings up to 5,000 messages) when B stops mid-backlog and
+    leaves the group: Faust suspends A's flow and clears its queues, the events in flight belong to
+    an old generation, and A takes B's partitions over from B's last commit."""
+    env = {**workload.ENV, "INTENTFLOW_STREAM_BUFFER_MAXSIZE": "8"}
+    s = _topics(broker, settings_for, env)
+    w = workload.build(n_search=30000, n_co=6000, seed=31)
+    total = len(w.noise) + len(w.main)
+    a = Worker(worker_env(broker, tmp_path / "data-a", **env), tmp_path / "a.log", "a")
+    b = Worker(worker_env(broker, tmp_path / "data-b", **env), tmp_path / "b.log", "b")
+    a.start()
+    try:
+        a.wait_ready()
+        produce(s, w.noise)
+        wait_caught_up(broker, GROUP, SOURCES + [TOPIC.by_product], timeout=90)
+        b.start().wait_ready(timeout=120)
+        deadline = time.monotonic() + 60  # B has its partitions: both workers own some
+        while not _owns_partitions(b):
+            assert time.monotonic() < deadline, f"B got no partitions:\n{b.tail()}"
+            time.sleep(0.2)
+        warm, backlog = w.main[:500], w.main[500:]
+        produce(s, warm)  # both workers handle events (their flow is on) before the backlog comes
+        wait_caught_up(broker, GROUP, SOURCES + [TOPIC.by_product], timeout=90)
+        produce(s, backlog)  # all at once
+        start = committed(broker, GROUP, SOURCES)
+        while committed(broker, GROUP, SOURCES) < start + len(backlog) // 10 and time.monotonic() < deadline + 60:
+            time.sleep(0.05)
+        b.stop()  # leaves the group mid-backlog: A's rebalance comes with its queues full
+        left_at = committed(broker, GROUP, SOURCES)
+        wait_caught_up(broker, GROUP, ALL_STAGES, timeout=180, settle=1.5)
+        assert a.proc.poll() is None, "A died"
+        assigned_a, assigned_b = assignments(a.log), assignments(b.log)
+    finally:
+        _stop_all(a, b)
+
+    print(f"committed when B had left: {left_at} of {total}; a: {assigned_a}; b: {assigned_b}")
+    assert b.proc.returncode == 0, f"B did not stop cleanly:\n{b.tail()}"
+    assert left_at < total * 0.9, "A and B had nearly caught up before B left: no backlog at the rebalance"
+    assert assigned_b[-1] and assigned_a[-1] == set(range(s.partitions)), (assigned_a, assigned_b)
+    by_pair, reqs, batches = requests_by_pair(broker)
+    expected = workload.expected_pairs(w)
+    assert set(by_pair) == expected, f"missing {sorted(expected - set(by_pair))}, unexpected {sorted(set(by_pair) - expected)}"
+    twice = {k: v for k, v in by_pair.items() if len(v) > 1}
+    assert not twice, f"pairs with more than one generation request: {twice}"
+    revocations = len(assigned_a) - 1 + len(assigned_b) - 1
+    assert len(reqs) - len(by_pair) <= 16 * max(1, revocations)
+
+
 # --- a restart with changed thresholds -----------------------------------------------------
 
 

@@ -2,48 +2,11 @@
 run it against the real broker: exact pairs, kill -9, rebalances)."""
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
-from faust.types import EventT
-from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from streams import take as take_mod
-
-
-class Msg:  # hashable, as Faust's messages are
-    def __init__(self, offset, generation_id, topic):
-        self.offset, self.generation_id, self.topic, self.tracked = offset, generation_id, topic, False
-
-
-class Ev:
-    def __init__(self, i, generation=1, topic="t"):
-        self.message = Msg(i, generation, topic)
-        self.acks = 0
-
-    def ack(self):
-        self.acks += 1
-
-
-EventT.register(Ev)
-
-
-class Stream:
-    def __init__(self):
-        flow = FlowControlEvent()
-        flow.resume()
-        self.channel = SimpleNamespace(queue=ThrowableQueue(maxsize=1000, flow_control=flow))
-        self.unacked = set()
-        self.app = SimpleNamespace(flow_control=SimpleNamespace(is_active=lambda: True), consumer_generation_id=1,
-                                   topics=SimpleNamespace(acking_topics={"t"}), consumer=SimpleNamespace(unacked=self.unacked))
-        self.should_stop = False
-
-    async def maybe_start(self):
-        return False
-
-    def put(self, events):
-        for e in events:
-            self.channel.queue.put_nowait(e)
+from tests.channel_fakes import Ev, Stream
 
 
 def run(coro):
