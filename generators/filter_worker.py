@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from generators import kafka_io
 from generators.parsing import normalize
 from infra.kafka_compat import end_offsets
-from processors.contracts import Candidate
+from processors.contracts import Candidate, Rejection
 from processors.dlq import envelope
 from processors.filters import FilterPipeline, TailStats
 
@@ -155,7 +155,7 @@ class FilterWorker(kafka_io.Worker):
                 VERDICTS.labels("kept").inc()
             else:
                 out.update(stage=v.stage, reason=v.reason)
-                records.append((t.rejected, c.get("pair_key") or "", json.dumps(out).encode()))
+                records.append((t.rejected, c.get("pair_key") or "", Rejection(**out).model_dump_json().encode()))
                 self.stats[f"rejected_{v.stage}"] += 1
                 VERDICTS.labels(v.stage).inc()
         records += self.shared.drain()

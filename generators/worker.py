@@ -33,6 +33,7 @@ from generators import kafka_io, parsing, prompts
 from generators.config import MLSettings
 from generators.engines import Completion, Engine, GenParams, streaming
 from infra.settings import priority_group
+from processors.contracts import Rejection
 from processors.dlq import envelope
 from processors.filters import gist
 from processors.safety import request_reasons
@@ -210,9 +211,9 @@ class GenerationWorker(kafka_io.Worker):
                 continue
             why = request_reasons(r)
             if why:  # steered input: no knowledge from it, however fluent
-                job.records.append((self.s.topics.rejected, str(r.get("pair_key") or rid), json.dumps({
-                    "kind": "request", "request_id": rid, "pair_key": r.get("pair_key"), "behavior": r.get("behavior"),
-                    "stage": "input", "reason": "; ".join(why), "request": r, "batch_id": job.batch_id}).encode()))
+                job.records.append((self.s.topics.rejected, str(r.get("pair_key") or rid), Rejection(
+                    kind="request", request_id=rid, pair_key=_text(r.get("pair_key")), behavior=r.get("behavior"),
+                    stage="input", reason="; ".join(why), request=r, batch_id=job.batch_id).model_dump_json().encode()))
                 job.counts["rejected_input"] += 1
                 self._remember(rid)
                 continue
@@ -326,3 +327,8 @@ class GenerationWorker(kafka_io.Worker):
                 if self.idle_for(idle_exit_s):
                     break
         return self.stats
+
+
+def _text(v) -> str | None:
+    """A field of an unvalidated request as text for a rejection (None stays None)."""
+    return None if v is None else str(v)

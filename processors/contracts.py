@@ -1,7 +1,21 @@
-"""Typed contracts of what the ML workers put on topics: candidates (knowledge.candidates) and
-edges (knowledge.edges). Events and generation requests live in processors/events.py and
-processors/requests.py. Workers parse at the boundary (`model_validate_json`) and dead-letter what
-fails, with pydantic's reason, instead of failing later on a missing key.
+"""Typed contracts of everything on a topic, one module both environments import: each message
+is parsed at its consumer's boundary (`model_validate_json`) and what fails is dead-lettered with
+pydantic's reason instead of failing later on a missing key.
+
+| topic                                                   | contract                                      |
+|---------------------------------------------------------|-----------------------------------------------|
+| behavior.search_buy, behavior.co_purchase               | SearchBuyEvent, CoPurchaseEvent (events.py)   |
+| knowledge.requests, knowledge.requests.priority         | GenerationRequest (requests.py)               |
+| generation.batches, generation.batches.priority         | GenerationBatch (requests.py)                 |
+| knowledge.candidates                                    | Candidate                                     |
+| knowledge.edges                                         | Edge                                          |
+| knowledge.rejected                                      | Rejection                                     |
+| features.rows                                           | FeatureRowMessage                             |
+| behavior.dlq, generation.dlq, filter.dlq                | DeadLetter                                    |
+
+co_purchase.by_product and features.by_entity are the stream worker's own repartition topics
+(processors.sampling and processors.features write and read them); knowledge.tail_stats is the
+filter workers' shared tail counts (generators/filter_worker.py).
 """
 
 from __future__ import annotations
@@ -11,6 +25,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from generators.relations import RELATIONS
+from processors.events import CoPurchaseEvent, SearchBuyEvent
+from processors.requests import GenerationBatch, GenerationRequest
+
+__all__ = ["SearchBuyEvent", "CoPurchaseEvent", "GenerationRequest", "GenerationBatch", "Candidate", "Edge",
+           "Rejection", "FeatureRowMessage", "DeadLetter", "AnnotationRow", "QUESTIONS"]
 
 
 class ProductRef(BaseModel):
@@ -123,3 +142,45 @@ class AnnotationRow(BaseModel):
 
     def unanswered(self) -> list[str]:
         return [q for q in QUESTIONS if getattr(self, q) is None]
+
+
+class Rejection(BaseModel):
+    """knowledge.rejected, keyed by pair_key: what did not become knowledge and why. The filter
+    worker's rejections carry the candidate's fields and its scores (stage: fluency, safety, ...,
+    critic); the generation worker's carry the request (kind "request", stage "input")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stage: str = Field(min_length=1)
+    reason: str
+    pair_key: str | None = None
+    kind: Literal["candidate", "request"] = "candidate"
+
+
+class FeatureRowMessage(BaseModel):
+    """features.rows, keyed "<view>|<entity id>" (processors.features.row_key): one feature row as the
+    online store took it, for the offline writer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    view: Literal["query_intents", "co_purchase_reasons", "product_knowledge", "product_subcategory"]
+    row: dict
+
+
+class DeadLetter(BaseModel):
+    """Every dead-letter topic (behavior.dlq, generation.dlq, filter.dlq): the reason, its kind, the
+    stage, where the message came from and its original key and value (base64; as text when UTF-8).
+    Stage-specific keys (a generation request's `request_id`, its `batch_id`) are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    kind: str
+    stage: str
+    source_topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    failed_at: float | None = Field(None, description="epoch seconds")
+    key_b64: str | None = None
+    value_b64: str | None = None
+    value_text: str | None = None

@@ -10,10 +10,15 @@ import base64
 import json
 import time
 
+from pydantic import ValidationError
+
+from processors.contracts import DeadLetter
+
 
 def envelope(*, source_topic: str | None, partition: int | None, offset: int | None, key: bytes | None,
              value: bytes | None, error: str, kind: str, stage: str, **extra: object) -> bytes:
-    """JSON with the reason and the original key/value (base64, and as text when it is UTF-8)."""
+    """processors.contracts.DeadLetter as JSON: the reason and the original key/value (base64, and as
+    text when it is UTF-8); `extra` keys (a request's id, its batch) are kept."""
     def text(b: bytes | None) -> str | None:
         if b is None:
             return None
@@ -22,19 +27,11 @@ def envelope(*, source_topic: str | None, partition: int | None, offset: int | N
         except UnicodeDecodeError:
             return None
 
-    return json.dumps({
-        "error": error,
-        "kind": kind,
-        "stage": stage,
-        "source_topic": source_topic,
-        "partition": partition,
-        "offset": offset,
-        "failed_at": time.time(),
-        "key_b64": base64.b64encode(key).decode() if key is not None else None,
-        "value_b64": base64.b64encode(value).decode() if value is not None else None,
-        "value_text": text(value),
-        **extra,
-    }).encode()
+    return DeadLetter(
+        error=error, kind=kind, stage=stage, source_topic=source_topic, partition=partition, offset=offset,
+        failed_at=time.time(), key_b64=base64.b64encode(key).decode() if key is not None else None,
+        value_b64=base64.b64encode(value).decode() if value is not None else None, value_text=text(value),
+        **extra).model_dump_json().encode()
 
 
 class NotRedrivable(ValueError):
@@ -45,6 +42,10 @@ def redrive(env: dict, now: float | None = None) -> tuple[str, bytes | None, byt
     """(topic, key, value) that sends a dead letter back where it failed. A generation request
     dead-lettered alone (its envelope names `request_id`) goes back wrapped in a micro-batch of
     one, as the generation worker reads batches. Raises NotRedrivable."""
+    try:
+        env = DeadLetter.model_validate(env).model_dump()
+    except ValidationError as e:
+        raise NotRedrivable(f"not a dead letter: {e.errors(include_url=False)[0]['msg']}") from e
     topic, value = env.get("source_topic"), env.get("value_b64")
     if not topic or value is None:
         raise NotRedrivable(f"dead letter without {'source_topic' if not topic else 'original value'}")

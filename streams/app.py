@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from infra import logs
 from infra.settings import TABLES
 from processors import dedup, features, sampling
+from processors.contracts import Edge, FeatureRowMessage
 from processors.events import EventError, future_error, parse_co_purchase, parse_search_buy
 from processors.requests import GenerationRequest
 from streams import faust_patches, metrics, state, web
@@ -263,11 +264,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 records = []
                 for event in batch.events:
                     try:
-                        for key, contrib in features.contributions(json.loads(event.message.value)):
-                            records.append((key.encode(), json.dumps(contrib).encode()))
-                        batch.outcomes["routed"] += 1
-                    except (ValueError, KeyError, TypeError, AttributeError) as err:
+                        edge = Edge.model_validate_json(event.message.value).model_dump(mode="json")
+                        routed = features.contributions(edge)
+                    except ValidationError as err:  # before ValueError, its base
+                        await batch.dead_letter(event, "invalid_edge", _reason("edge", err))
+                        continue
+                    except (ValueError, KeyError, TypeError) as err:
                         await batch.dead_letter(event, "invalid_edge", repr(err))
+                        continue
+                    for key, contrib in routed:
+                        records.append((key.encode(), json.dumps(contrib).encode()))
+                    batch.outcomes["routed"] += 1
                 await state.send_keyed(app, entity_topic.get_topic_name(), records)
 
         @agent(entity_topic)
@@ -334,7 +341,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 for r in stored.get(view, []):
                     metrics.FRESHNESS.observe(r["freshness_s"])
             await state.send_keyed(app, rows_topic.get_topic_name(), [
-                (features.row_key(v, r).encode(), json.dumps({"view": v, "row": r}).encode())
+                (features.row_key(v, r).encode(), json.dumps({"view": v, "row": r}).encode())  # FeatureRowMessage
                 for v, rows in stored.items() for r in rows], acked=True)
             return bad
 
@@ -360,13 +367,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 sources: dict[str, list] = {}  # view -> the message of each row
                 for event in batch.events:
                     try:
-                        msg = json.loads(event.message.value)
-                        view, row = msg["view"], msg["row"]
-                        if not isinstance(view, str) or not isinstance(row, dict):
-                            raise TypeError(f"view {type(view).__name__}, row {type(row).__name__}")
-                    except (ValueError, KeyError, TypeError) as err:
-                        await batch.dead_letter(event, "invalid_internal", repr(err))
+                        msg = FeatureRowMessage.model_validate_json(event.message.value)
+                    except ValidationError as err:
+                        await batch.dead_letter(event, "invalid_internal", _reason("feature row", err))
                         continue
+                    view, row = msg.view, msg.row
                     rows_by_view.setdefault(view, []).append(row)
                     sources.setdefault(view, []).append(event)
                 rejected = await _push(pusher, rows_by_view, "offline")
@@ -411,6 +416,12 @@ def __getattr__(name: str):
 
 
 # --- helpers of the stages above, free of the app's state -----------------------------------------
+
+def _reason(what: str, err: ValidationError) -> str:
+    """pydantic's reason, one line per field: "invalid edge: lineage.batch_id: Field required"."""
+    return f"invalid {what}: " + "; ".join(f"{'.'.join(map(str, e['loc'])) or what}: {e['msg']}"
+                                          for e in err.errors(include_url=False))
+
 
 def _coalesce(emits: list[sampling.Emit]) -> list[sampling.Emit]:
     """Observations are idempotent: send each (product, type) once per batch."""

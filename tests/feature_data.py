@@ -20,11 +20,12 @@ def product(pid: str, title: str, ptype: str) -> dict:
 def search_edge(query: str, prod: dict, rel: str, tail: str, critic: float, event_time: float,
                 filtered_at: float | None = None) -> dict:
     return {"candidate_id": _eid("c" + query, rel, tail), "request_id": "r-" + query, "behavior": "search_buy",
-            "pair_key": search_pair_key(query, prod["product_id"]), "head": query, "relation": rel, "tail": tail,
+            "pair_key": search_pair_key(query, prod["product_id"]), "head": query, "relation": rel, "tail": tail, "rank": 1,
             "query": query, "product": prod, "product_a": None, "product_b": None,
             "scores": {"fluency": -1.2, "restatement": 0.1, "generic": 0.0, "paraphrase": 0.3, "critic": critic},
             "edge_id": _eid(query, rel, tail),
-            "lineage": {"event_id": "e-" + query, "event_time": event_time, "model": "smollm2", "engine": "vllm",
+            "lineage": {"batch_id": "b-" + query, "event_id": "e-" + query, "event_time": event_time,
+                        "model": "smollm2", "engine": "vllm",
                         "prompt_version": "p1-2026-11/plain", "generated_at": event_time + 1,
                         "filtered_at": filtered_at or event_time + 2, "critic_version": "critic-test"}}
 
@@ -32,9 +33,10 @@ def search_edge(query: str, prod: dict, rel: str, tail: str, critic: float, even
 def co_edge(a: dict, b: dict, rel: str, tail: str, critic: float, event_time: float) -> dict:
     key = co_pair_key(a["product_id"], b["product_id"])
     return {"candidate_id": _eid("c" + key, rel, tail), "request_id": "r-" + key, "behavior": "co_purchase",
-            "pair_key": key, "head": key, "relation": rel, "tail": tail, "query": None, "product": None,
+            "pair_key": key, "head": key, "relation": rel, "tail": tail, "rank": 1, "query": None, "product": None,
             "product_a": a, "product_b": b, "scores": {"critic": critic}, "edge_id": _eid(key, rel, tail),
-            "lineage": {"event_id": "e-" + key, "event_time": event_time, "model": "smollm2",
+            "lineage": {"batch_id": "b-" + key, "event_id": "e-" + key, "event_time": event_time, "model": "smollm2",
+                        "engine": "vllm",
                         "prompt_version": "p1-2026-11/plain", "generated_at": event_time + 1,
                         "filtered_at": event_time + 2, "critic_version": "critic-test"}}
 
