@@ -49,7 +49,7 @@ def candidates(n: int, seed: int = 0, with_logprob: bool = True) -> list[dict]:
     return out
 
 
-RECORDED = __import__("pathlib").Path(__file__).resolve().parent / "data" / "real_candidates.jsonl"
+RECORDED = __import__("pathlib").Path(__file__).resolve().parents[2] / "generators" / "data" / "real_candidates.jsonl"
 
 
 def recorded(path=RECORDED) -> list[dict]:

@@ -35,7 +35,7 @@ import click
 def sample_requests(n: int, offset: int = 0) -> list[dict]:
     """`n` distinct generation requests from the bundled samples (half search-buy, half co-purchase),
     skipping the first `offset` of each kind (warm-up requests come from there)."""
-    root = Path(__file__).resolve().parents[1] / "streams" / "samples"
+    root = Path(__file__).resolve().parents[1] / "samples"  # streams/samples
     sb, cp, seen = [], [], set()
     for line in (root / "search_buy.jsonl").read_text().splitlines():
         ev = json.loads(line)

@@ -22,3 +22,14 @@ def test_the_filter_bench_runs_as_its_module_in_the_ml_environment_and_names_the
     assert out["candidates"] == 48 and out["batched_candidates_per_s"] > 0 and out["one_at_a_time_candidates_per_s"] > 0
     assert "flags" in out["machine"] and out["command"].startswith("intentflow bench filter --synthetic 48")
     assert sum(out["outcomes"].values()) == 48
+
+
+def test_the_ml_benches_find_their_bundled_inputs_from_streams_bench():
+    """The recorded generation output (generators/data) and the sample events (streams/samples)
+    that `bench filter` and `bench generate` read by default: found from their new place."""
+    from streams.bench import filter as filter_bench
+    from streams.bench import generate
+
+    assert filter_bench.RECORDED.exists()
+    reqs = generate.sample_requests(4)
+    assert len(reqs) == 4 and {r["behavior"] for r in reqs} == {"search_buy", "co_purchase"}
