@@ -99,15 +99,15 @@ def filter_(path: str, critic_dir: str | None, self_eval: bool, as_json: bool) -
 
     s = MLSettings()
     items, bad = [], []
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:  # a BOM (spreadsheets, Notepad) is not the first key
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 d = json.loads(line)
-                missing = [k for k in ("behavior", "relation", "tail") if not d.get(k)]
-                if missing or d["behavior"] not in ("search_buy", "co_purchase"):
-                    raise ValueError(f"needs behavior (search_buy|co_purchase), relation and tail; missing {missing}")
+                why = candidate_problems(d)
+                if why:
+                    raise ValueError("; ".join(why))
                 items.append(d)
             except ValueError as e:
                 bad.append(f"{path}:{n}: {e}")
@@ -122,6 +122,25 @@ def filter_(path: str, critic_dir: str | None, self_eval: bool, as_json: bool) -
     for verdict in make(TailStats({})).run(items):
         d = verdict.as_dict()
         click.echo(json.dumps(d) if as_json else f"{'kept' if d['kept'] else 'dropped'}\t{d['stage'] or ''}\t{d['reason'] or ''}")
+
+
+def candidate_problems(d: object) -> list[str]:
+    """Why a hand-written candidate line cannot be filtered (empty: it can): a JSON object with
+    behavior (search_buy|co_purchase), a known relation and a text tail, and for search-buy the query."""
+    from generators.relations import RELATIONS
+
+    if not isinstance(d, dict):
+        return [f"a JSON object per line, not {type(d).__name__}"]
+    why = [f"{k} is missing" for k in ("behavior", "relation", "tail") if d.get(k) in (None, "")]
+    if d.get("behavior") not in (None, "", "search_buy", "co_purchase"):
+        why.append(f"behavior {d['behavior']!r}: search_buy or co_purchase")
+    if d.get("relation") not in (None, "") and d["relation"] not in RELATIONS:
+        why.append(f"unknown relation {d['relation']!r} (generators/relations.py)")
+    if d.get("tail") not in (None, "") and not isinstance(d["tail"], str):
+        why.append(f"tail must be text, not {type(d['tail']).__name__}")
+    if d.get("behavior") == "search_buy" and not d.get("query"):
+        why.append("a search_buy candidate needs its query")
+    return why
 
 
 def filter_pipeline(s, critic_dir: str | None = None, engine=None):

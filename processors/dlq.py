@@ -49,6 +49,8 @@ def redrive(env: dict, now: float | None = None) -> tuple[str, bytes | None, byt
     topic, value = env.get("source_topic"), env.get("value_b64")
     if not topic or value is None:
         raise NotRedrivable(f"dead letter without {'source_topic' if not topic else 'original value'}")
+    if topic.startswith("file:"):  # streams/replay.py: a row of a file, not a message of a topic
+        raise NotRedrivable(f"a row of {topic[5:]} ({env.get('error')}): fix the file and replay it")
     key = base64.b64decode(env["key_b64"]) if env.get("key_b64") else None
     raw = base64.b64decode(value)
     if env.get("stage") == "generate" and env.get("request_id"):

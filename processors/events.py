@@ -174,6 +174,23 @@ class _Event(_Strict):
     event_time: datetime
     session_id: Id | None = None
 
+    @field_validator("event_time", mode="before")
+    @classmethod
+    def _unambiguous_epoch(cls, v: object) -> object:
+        # pydantic reads a number up to 2e10 as seconds and above as milliseconds: 3.3e10 (the year
+        # 3000 in seconds) became January 1971. Seconds have 10 digits today and milliseconds 13;
+        # 11 digits (1e10 to 1e11) are a year past 2286 or a day in 1970-73 and say neither.
+        n = v.strip() if isinstance(v, str) else v
+        if isinstance(n, str):
+            try:
+                n = float(n)
+            except ValueError:
+                return v  # ISO 8601 and the like: pydantic's own parsing
+        if isinstance(n, (int, float)) and not isinstance(n, bool) and 1e10 <= abs(n) < 1e11:
+            raise ValueError(f"epoch {v!r} is neither seconds (10 digits) nor milliseconds (13 digits): "
+                             "give one of those or an ISO 8601 time")
+        return v
+
     @field_validator("event_time")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:

@@ -109,6 +109,8 @@ def read_rows(path: str | Path) -> Iterator[Row]:
             head = f.read(8192)
         except OSError as e:
             raise SourceError(f"{path}: cannot read: {e.strerror or e}") from None
+        if not head.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):  # nothing but blanks (and a BOM)
+            raise SourceError(f"{path}: the file is empty: no header, no events")
         fmt = _format(path, head)
         if fmt == "parquet":
             f.close()
@@ -334,7 +336,12 @@ def _parquet_rows(path: Path) -> Iterator[Row]:
 
     try:
         pf = pq.ParquetFile(path)
-        columns = [c for c in pf.schema_arrow.names if not _PANDAS_INDEX.fullmatch(c)]
+        # pandas writes its index as columns: unnamed ones as __index_level_N__, named ones under
+        # their name (listed in the file's pandas metadata); an index is kept only when it is an
+        # event field (df.set_index("event_id")), anything else is the frame's row labels
+        index = {c for c in (pf.schema_arrow.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+        columns = [c for c in pf.schema_arrow.names
+                   if not _PANDAS_INDEX.fullmatch(c) and (c not in index or c in _KNOWN)]
         batches = pf.iter_batches(batch_size=10000, columns=columns)
     except (pa.ArrowException, OSError) as e:
         raise SourceError(f"{path}: not a readable Parquet file: {e}") from None

@@ -190,7 +190,11 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_
     from infra.kafka_conf import client_config
     from processors.dlq import NotRedrivable, redrive
 
+    from infra.topics import existing
+
     s = get_settings()
+    if not existing(s.broker, [topic], security=s.kafka):
+        raise click.ClickException(f"{topic}: no such topic on {s.broker}")
     ends = end_offsets(s.broker, [topic], security=s.kafka)
     c = Consumer(client_config(s.broker, s.kafka, {"group.id": group, "enable.auto.commit": False,
                                                    "auto.offset.reset": "earliest"}))
@@ -200,6 +204,7 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_
     p = Producer(client_config(s.broker, s.kafka, {"enable.idempotence": True, "acks": "all"}))
     counts: Counter = Counter()
     first_error = None
+    known: set[str] = set()  # destinations seen to exist
     last: dict[int, int] = {}
     while todo:
         msgs = c.consume(500, 2.0)
@@ -221,6 +226,9 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_
                 continue
             try:
                 dest, key, value = redrive(env)
+                if dest not in known and not existing(s.broker, [dest], security=s.kafka):
+                    raise NotRedrivable(f"{dest}: no such topic")
+                known.add(dest)
             except (NotRedrivable, ValueError) as e:
                 counts["not_redrivable"] += 1
                 first_error = first_error or str(e)
@@ -439,8 +447,14 @@ def status(window: float, metrics_urls: tuple[str, ...], as_json: bool) -> None:
     """Per-stage throughput, consumer lag, dead letters, filter pass rates and freshness."""
     from streams.status import render, snapshot
 
+    from confluent_kafka import KafkaException
+
     s = get_settings()
-    snap = snapshot(s.broker, s.topics, window, {u: u for u in metrics_urls}, settings=s)
+    try:
+        snap = snapshot(s.broker, s.topics, window, {u: u for u in metrics_urls}, settings=s)
+    except KafkaException as e:
+        raise click.ClickException(f"the broker at {s.broker} did not answer ({e.args[0] if e.args else e}); "
+                                   "is it running? (`intentflow infra up` starts the local one)") from None
     click.echo(json.dumps(snap) if as_json else render(snap))
 
 

@@ -30,3 +30,15 @@ def test_python_m_runs_the_command_defined_last():
     last = list(main.commands)[-1]
     res = _cli(last, "--help")
     assert res.returncode == 0 and "No such command" not in res.stderr, res.stderr
+
+
+def test_status_and_dlq_replay_say_what_is_wrong_instead_of_a_traceback():
+    """Found by a tester: `intentflow status` with the broker down was a KafkaException traceback;
+    `dlq replay` of a topic that does not exist exited 0 with nothing."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTENTFLOW_")}
+    env["INTENTFLOW_BROKER"] = "127.0.0.1:1"  # nothing listens there
+    r = subprocess.run([sys.executable, "-m", "streams.cli", "status", "--json"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 1 and "did not answer" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]

@@ -32,6 +32,11 @@ def test_a_request_dead_lettered_alone_goes_back_as_a_batch_of_one():
 def test_a_letter_without_its_origin_is_not_redrivable():
     with pytest.raises(NotRedrivable):
         redrive({"error": "x", "value_b64": None, "source_topic": "t"})
+    # a row `intentflow replay` could not read is fixed in its file, not sent to a topic "file:..."
+    row = json.loads(envelope(source_topic="file:/data/events.csv", partition=-1, offset=7, key=None, value=b"a;b",
+                              error="row 7: query is empty", kind="invalid_event", stage="replay"))
+    with pytest.raises(NotRedrivable, match="fix the file"):
+        redrive(row)
 
 
 @pytest.mark.integration
@@ -48,12 +53,19 @@ def test_dlq_replay_redrives_once(broker, monkeypatch):
                                            value=f'{{"event": {i}}}'.encode(), error="bad", kind="invalid_event",
                                            stage="sample_search_buy"))
     p.produce("behavior.dlq", b"garbage")
+    # written by `intentflow replay` for a row of a file, and one whose topic is gone: counted, not sent
+    p.produce("behavior.dlq", envelope(source_topic="file:/data/e.csv", partition=-1, offset=4, key=None, value=b"x;y",
+                                       error="row 4: query is empty", kind="invalid_event", stage="replay"))
+    p.produce("behavior.dlq", envelope(source_topic="no.such.topic", partition=0, offset=0, key=None, value=b"{}",
+                                       error="bad", kind="invalid_event", stage="sample_search_buy"))
     p.flush(10)
     try:
         first = CliRunner().invoke(main, ["dlq", "replay", "behavior.dlq", "--json"])
         assert first.exit_code == 0, first.output
         out = json.loads(first.output.strip().splitlines()[-1])
-        assert out["to behavior.search_buy"] == 3 and out["undecodable"] == 1
+        assert out["to behavior.search_buy"] == 3 and out["undecodable"] == 1 and out["not_redrivable"] == 2, out
+        missing = CliRunner().invoke(main, ["dlq", "replay", "no.such.dlq", "--json"])
+        assert missing.exit_code == 1 and "no such topic" in missing.output, missing.output
         got = sorted((m.key(), m.value()) for m in read_topic(broker, "behavior.search_buy"))
         assert got == [(f"q{i}".encode(), f'{{"event": {i}}}'.encode()) for i in range(3)]
         again = CliRunner().invoke(main, ["dlq", "replay", "behavior.dlq", "--json"])  # nothing new: nothing sent

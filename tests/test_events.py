@@ -141,3 +141,15 @@ def test_an_event_far_in_the_future_is_refused_with_the_reason():
     assert "event_time 2099-01-01T00:00:00+00:00 is in the future" in future_error(ev, now, 300)
     near = parse_search_buy(sb(event_time=now + 299))
     assert future_error(near, now, 300) is None and future_error(near, now, 0) is not None
+
+
+@pytest.mark.parametrize("t, ok", [(1767225600, True), (1767225600000, True), ("1767225600", True),
+                                   (32503680000, False), (-62135596800, False), ("32503680000", False)])
+def test_an_epoch_that_is_neither_seconds_nor_milliseconds_is_an_error_not_1971(t, ok):
+    """Found by a tester: pydantic reads numbers above 2e10 as milliseconds, so the year 3000 in
+    seconds (3.25e10) became January 1971 without a word. 11-digit epochs now say why they fail."""
+    if ok:
+        assert parse_search_buy(sb(event_time=t)).ts == 1767225600
+    else:
+        with pytest.raises(EventError, match="neither seconds"):
+            parse_search_buy(sb(event_time=t))

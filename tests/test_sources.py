@@ -132,6 +132,28 @@ def test_parquet_from_pandas_with_integer_ids_reads_like_the_csv(tmp_path):
     assert bad.startswith("row 2: column 'product_id': the number 12.5 is not an id")
 
 
+def test_parquet_with_a_named_pandas_index_keeps_every_row_and_an_event_id_index(tmp_path):
+    """Found by a tester: df.to_parquet() of a frame with a named index stores it as a column, and
+    every row was rejected for an unknown column. A named index is the frame's row labels unless it
+    is an event field (df.set_index("event_id"))."""
+    import pandas as pd
+
+    df = pd.DataFrame({"event_id": ["e1", "e2"], "event_time": ["2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"],
+                       "query": ["dog bed", "dog bed"], "product_id": ["101", "102"], "title": ["Dog Bed", "Mat"],
+                       "purchased": [False, True]})
+    df.rename_axis("myidx").to_parquet(tmp_path / "named.parquet")
+    df.set_index("event_id").to_parquet(tmp_path / "by_id.parquet")
+    named, by_id = _events(tmp_path / "named.parquet"), _events(tmp_path / "by_id.parquet")
+    assert [e.event_id for e in named] == [e.event_id for e in by_id] == ["e1", "e2"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\r\n  ", b"\xef\xbb\xbf"])
+def test_an_empty_file_is_one_clear_error_not_zero_events(tmp_path, content):
+    (tmp_path / "e.csv").write_bytes(content)
+    with pytest.raises(SourceError, match="the file is empty"):
+        list(read_rows(tmp_path / "e.csv"))
+
+
 def test_empty_cells_optional_means_missing_required_is_an_error_naming_column_and_line(tmp_path):
     p = tmp_path / "e.csv"
     p.write_text(HEADER + ",session_id\n"
