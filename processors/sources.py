@@ -290,7 +290,7 @@ def _csv_rows(text: io.TextIOWrapper, path: Path, encoding: str) -> Iterator[Row
     except csv.Error as e:
         raise SourceError(f"{path}: line {start}: the header is not CSV: {e}") from None
     lines.take()
-    names = [h.strip().lstrip("\ufeff") for h in header]
+    names = [_column(h.strip().lstrip("\ufeff")) for h in header]
     dup = next((h for h in names if h and names.count(h) > 1), None)
     if dup:
         raise SourceError(f"{path}: line {start}: column {dup!r} appears twice in the header")
@@ -328,6 +328,13 @@ def _csv_rows(text: io.TextIOWrapper, path: Path, encoding: str) -> Iterator[Row
             continue
         cells += [""] * (width - len(cells))  # a short row: the cells it lacks are empty
         yield Row({h: c for h, c in zip(names, cells) if h}, where, start, None, raw_line)
+
+
+def _column(name: str) -> str:
+    """A header cell as the field it names: "Event_ID" and "event id" are event_id (spreadsheet
+    headers); a name that is no field stays as written (the contract rejects it by that name)."""
+    k = "_".join(name.lower().split())
+    return k if k in _KNOWN else name
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:

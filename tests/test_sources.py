@@ -147,6 +147,13 @@ def test_parquet_with_a_named_pandas_index_keeps_every_row_and_an_event_id_index
     assert [e.event_id for e in named] == [e.event_id for e in by_id] == ["e1", "e2"]
 
 
+def test_header_names_as_a_spreadsheet_writes_them_are_the_fields(tmp_path):
+    (tmp_path / "e.csv").write_text(" Event_ID ;Event Time;QUERY;Product_Id;Title;Purchased\n"
+                                    "e1;2026-01-01T00:00:00Z;dog bed;P1;Dog Bed;yes\n", encoding="utf-8")
+    [ev] = _events(tmp_path / "e.csv")
+    assert (ev.event_id, ev.query, ev.product.product_id, ev.purchased) == ("e1", "dog bed", "P1", True)
+
+
 @pytest.mark.parametrize("content", [b"", b"\n\r\n  ", b"\xef\xbb\xbf"])
 def test_an_empty_file_is_one_clear_error_not_zero_events(tmp_path, content):
     (tmp_path / "e.csv").write_bytes(content)
