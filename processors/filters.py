@@ -211,7 +211,9 @@ def safety(item: dict, cfg: FilterConfig) -> tuple[float, str | None]:
 _KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm", "1234567890")
 _VOWELS = set("aeiouy")
 # markdown the parser strips from model output: emphasis, code, a heading, a leading bullet
-_MARKUP = re.compile(r"\*\*|__|`|(?:^|\s)\*[^*\s]|(?:^|\s)#{1,6}\s|^\s*[-*•]\s")
+# markdown, and HTML tags or entities ("<b>at home</b>", "&amp;": a tester's tail the critic scored 0.99)
+_MARKUP = re.compile(r"\*\*|__|`|(?:^|\s)\*[^*\s]|(?:^|\s)#{1,6}\s|^\s*[-*•]\s"
+                     r"|</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>|&(?:[a-zA-Z]+|#\d+|#x[0-9a-fA-F]+);")
 _CONSONANT_RUN = re.compile(r"[^aeiouy]{6,}")  # "strengths" has 5
 _SAME_LETTER_RUN = re.compile(r"([a-z])\1\1")
 

@@ -110,7 +110,7 @@ def read_rows(path: str | Path) -> Iterator[Row]:
         except OSError as e:
             raise SourceError(f"{path}: cannot read: {e.strerror or e}") from None
         if not head.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):  # nothing but blanks (and a BOM)
-            raise SourceError(f"{path}: the file is empty: no header, no events")
+            raise SourceError(f"{path}: the file is empty: not a header, not an event")
         fmt = _format(path, head)
         if fmt == "parquet":
             f.close()

@@ -27,6 +27,10 @@ def test_fluency_rules_catch_garbage_run_on_text_and_keyboard_noise():
     assert "list markers" in fluency_rules(sb("a b c d e f g h i j k l m"), CFG)[1]
     assert "list markers" in fluency_rules(sb("a) b) c)"), CFG)[1]
     assert "markup" in fluency_rules(sb("**rainy school mornings**"), CFG)[1]
+    for tail in ("seniors &amp; caregivers <b>at home</b>", "new parents<br/>", 'rain <span class="x">boots</span>'):
+        assert "markup" in fluency_rules(sb(tail), CFG)[1], tail
+    for tail in ("a 3<5 year old", "kids & teens", "R&D labs"):  # a bare < or & is text
+        assert fluency_rules(sb(tail), CFG)[1] is None or "markup" not in fluency_rules(sb(tail), CFG)[1], tail
     for noise in ("ghfjdkslaeiru", "aaaaaaa", "asdfgh"):
         assert "keyboard noise" in fluency_rules(sb(noise), CFG)[1], noise
     for word in ("property managers", "liberty lovers", "strengths training fans", "typewriter collectors"):
