@@ -106,10 +106,15 @@ def test_the_dlq_replay_command_gets_the_options(secure_env, clients, monkeypatc
     import infra.kafka_compat
     from streams.cli import main
 
+    import infra.topics
+
     monkeypatch.setattr(infra.kafka_compat, "end_offsets", lambda *a, **k: {("behavior.dlq", 0): 1})
+    asked: list = []  # the topic check gets the security settings too
+    monkeypatch.setattr(infra.topics, "existing", lambda b, topics, security=None: asked.append(security) or list(topics))
     r = CliRunner().invoke(main, ["dlq", "replay", "behavior.dlq", "--json"])
     assert r.exit_code == 0, r.output
     assert _secured(clients) == ["Consumer", "Producer"]
+    assert asked and asked[0].security_protocol == "SASL_SSL"
 
 
 def test_faust_credentials_carry_the_same_options():
