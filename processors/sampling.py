@@ -1,10 +1,15 @@
 """Which behaviour is worth explaining (COSMO's sampling rules), as pure functions over state.
 
 State lives in plain mutable mappings of JSON-able values (Faust tables in production, dicts in
-tests). Each event is applied at most once per state: the pair remembers the source offset of the
-last event it counted, so a redelivered message (a worker crashed before committing) is recognised
-and not counted twice, while a *new* message carrying an already-seen event id is a producer
-duplicate and is ignored.
+tests). Each event is applied at most once per state. The pair remembers the source offset of the
+last event it counted, and the dedup state each event id with the offset it was counted at: a
+message at or before the pair's offset whose id is remembered at that very offset is a redelivery
+(a worker crashed or lost its partitions before committing) and is not counted twice; one whose id
+is not remembered was never counted (handed over after a newer event of its pair) and is counted,
+unless its id may have expired from the dedup state (see `SeenIds.horizon`). A *new* message
+carrying an already-seen event id is a producer duplicate and is ignored. The stream worker writes
+the dedup state to its changelog (acknowledged) before the pair counts, so a counted pair's ids are
+always remembered after a crash.
 """
 
 from __future__ import annotations
@@ -69,8 +74,9 @@ class SeenIds:
     (streams.state.TrackedTable; a dict-backed one in tests).
     """
 
-    def __init__(self, table, clock=time.time_ns, wall=time.time) -> None:
-        self.table, self.clock, self.wall = table, clock, wall
+    def __init__(self, table, clock=time.time_ns, wall=time.time, ttl_s: float | None = None) -> None:
+        self.table, self.clock, self.wall, self.ttl_s = table, clock, wall, ttl_s
+        self.newest = float("-inf")  # the newest event time remembered (epoch s)
         self.index: dict[str, list] = {}
         self.blocks: dict[str, float] = {}  # block key -> its newest event time
         self.order: deque[tuple[float, str]] = deque()  # blocks in arrival order, for expiry
@@ -81,11 +87,20 @@ class SeenIds:
     def get(self, event_id: str, default=None):
         return self.index.get(event_id, default)
 
+    @property
+    def horizon(self) -> float:
+        """Event time (epoch s) before which a remembered id may have expired: the newest event time
+        remembered (in this process, or in an earlier one: a restart re-reads the ids from the
+        table) minus the TTL; +inf while the TTL is not known (`ttl_s`, or the last commit's)."""
+        return float("inf") if self.ttl_s is None else self.newest - self.ttl_s
+
     def __contains__(self, event_id: str) -> bool:
         return event_id in self.index
 
     def __setitem__(self, event_id: str, value: list) -> None:
         self.index[event_id] = value
+        if value[TS] > self.newest:
+            self.newest = value[TS]
         pt = value[PT]
         block = self.pending.get(pt)
         if block is None:
@@ -105,6 +120,7 @@ class SeenIds:
                 self.index.update(ids)
                 self.blocks[key] = max((v[TS] for v in ids.values()), default=0.0)
             self.order = deque(sorted((ts, key) for key, ts in self.blocks.items()))
+            self.newest = max(self.blocks.values(), default=float("-inf"))
             self.stale = False
 
     def commit(self, now_ts: float, ttl_s: float) -> None:
@@ -113,6 +129,7 @@ class SeenIds:
         `now_ts`: the newest event time of the batch (epoch seconds); the watermark used is
         min(now_ts, wall clock), so an event time ahead of the wall clock expires nothing early."""
         now_ts = min(now_ts, self.wall())
+        self.ttl_s = ttl_s
         for pt, (key, ids) in self.pending.items():
             self.table.put(key, {"ids": ids}, pt)
             newest = max(v[TS] for v in ids.values())
@@ -142,8 +159,23 @@ class MemoryTable(dict):
         self.pop(key, None)
 
 
-def _redelivered(pair: dict, partition: int, offset: int) -> bool:
-    return pair.get("pt") == partition and offset <= pair.get("off", -1)
+def _redelivered(pair: dict, partition: int, offset: int, seen: State, event_id: str, ts: float) -> bool:
+    """Whether this message was counted already (module docstring): at or before the pair's last
+    counted offset, and its id remembered at this offset or possibly expired (older than
+    `seen.horizon`). An id remembered at another offset is a producer duplicate (`_seen_before`)."""
+    if pair.get("pt") != partition or offset > pair.get("off", -1):
+        return False
+    s = seen.get(event_id)
+    if s is not None:
+        return s[PT] == partition and s[OFF] == offset
+    return ts < getattr(seen, "horizon", float("-inf"))
+
+
+def _advance(pair: dict, partition: int, offset: int) -> None:
+    """The pair's last counted offset: an event counted late (an older offset) does not move it back."""
+    if pair.get("pt") == partition and offset < pair.get("off", -1):
+        return
+    pair.update(pt=partition, off=offset)
 
 
 def _due(pair: dict, ts: float, ttl_s: float) -> bool:
@@ -219,7 +251,7 @@ def sample_search_buy(
     pk = ev.pair_key
     qk = normalize_query(ev.query)
     pair = pairs.get(pk)
-    if pair is not None and _redelivered(pair, partition, offset):
+    if pair is not None and _redelivered(pair, partition, offset, seen, ev.event_id, ev.ts):
         if pair.get("roff") == offset:  # its request may not have been delivered: send again
             req = search_request(ev, pair, query_specificity(queries.get(qk), cfg))
             return Result("redelivered", [Emit("request", pk, req.model_dump(mode="json"))])
@@ -232,7 +264,7 @@ def sample_search_buy(
     pair["n"] += 1
     pair["c"] += ev.clicked or ev.purchased  # a purchase from a result implies it was clicked
     pair["p"] += ev.purchased
-    pair.update(pt=partition, off=offset)
+    _advance(pair, partition, offset)
     if ev.purchased:
         q = queries.get(qk) or {"n": 0, "t": {}}
         _count_query_purchase(q, _type_of(ev.product), cfg)
@@ -302,7 +334,7 @@ def sample_co_purchase(
 ) -> Result:
     pk = ev.pair_key
     pair = pairs.get(pk)
-    if pair is not None and _redelivered(pair, partition, offset):
+    if pair is not None and _redelivered(pair, partition, offset, seen, ev.event_id, ev.ts):
         if pair.get("roff") == offset:
             return Result("redelivered", [product_check(co_request(ev, pair))])
         return Result("redelivered")
@@ -313,7 +345,7 @@ def sample_co_purchase(
     first = pair is None
     pair = pair if pair is not None else {"n": 0}
     pair["n"] += 1
-    pair.update(pt=partition, off=offset)
+    _advance(pair, partition, offset)
     a, b = ev.product_a, ev.product_b
     emits = [
         Emit("product", a.product_id, {"kind": "observe", "product": a.product_id, "other_type": _type_of(b)}),

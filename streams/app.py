@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def sample(stream, name: str, parse, step, source: faust.TopicT, tables: tuple[TrackedTable, ...],
                      seen_table: TrackedTable) -> None:
         cfg = settings.sampling
-        seen = sampling.SeenIds(seen_table)
+        seen = sampling.SeenIds(seen_table, ttl_s=cfg.event_id_ttl_s)
         seen.owned = _owned(app, source)  # set again by reindex_seen on every assignment
         seen_ids[name] = (seen, source)
         async for batch in stage(name).batches(stream, TAKE, WITHIN):
@@ -166,7 +166,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 emits.extend(r.emits)
                 max_ts = max(max_ts, ev.ts)
             seen.commit(max_ts, cfg.event_id_ttl_s)
-            await state.flush(app, *tables, seen_table)
+            # the ids first, acknowledged: a pair count that reaches the changelog has its event ids
+            # there too, so a redelivery after a crash is told from an event never counted
+            # (processors/sampling.py)
+            await state.flush(app, seen_table, acked=True)
+            await state.flush(app, *tables)
             await publish(_coalesce(emits))
 
     @app.on_partitions_assigned.connect
@@ -397,8 +401,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.timer(5.0)
     async def watch_fetch_positions() -> None:
-        """A partition fetched past what its agents got, with no newer message to show the gap, is
-        fetched again (faust_patches 9.)."""
+        """A partition fetched past what its agents got, with no newer message to show the gap, or
+        whose commit waits on a message no agent holds, is fetched again (faust_patches 9., 14.)."""
         if app.consumer.flow_active:
             await fetch_watch.check(app)
 

@@ -83,6 +83,29 @@ with exactly one queue's worth of offsets, 8, never acknowledged). Those an agen
 seek were handled out of order, and the sampler takes an older offset of a pair it has seen as a
 redelivery (a pair went missing when the queues were kept instead). The stream partitions are now
 resumed after the seek, right before the flow: nothing is fetched for them in between.
+
+12. `nothing_read_at_the_seek`: after the seek of every rebalance Faust records each partition's
+committed offset as its *read* offset, as if the message there had been handed to an agent already
+(Consumer.perform_seek). FetchWatch (9.) asks for the offset after the read one, so a partition whose
+fetch position ran one message past the commit, that message handed to no agent, looked healthy:
+the partition's commit stood one message short of its end for good (found by `intentflow bench
+faults`: the sample stage 1 message behind for 300 s after the stream worker's restart). The read
+offset after the seek is now the one before the committed offset (none for 0): what the agents have
+got from this assignment, which is nothing; the refetch of 8. and FetchWatch then see such a message
+as missing. A message at the committed offset is handed over as before (Faust hands over offsets at
+or past the read one).
+
+13. (streams/take.py) An event skipped by a rebalance (an older consumer generation, or dequeued
+while the flow is suspended) is dropped, not acknowledged as Faust does: it comes again from the
+committed offset, and its acknowledgement could let the commit pass it before that copy is handled.
+
+14. `FetchWatch` also looks for a partition whose commit stands still below messages already handed
+to the agents while no agent holds the message at the committed offset: not in an agent's queue,
+not taken and unacknowledged, not acknowledged and waiting for the commit. Such a message was lost
+between the consumer and the agents (a queue emptied at the end of a rebalance is one way); looked
+at twice, 5 s apart, with no commit between, the partition is fetched again from its committed
+offset (at-least-once: the stages are idempotent). This is the case 9. cannot see: the fetch
+position is where it should be, right after the last message handed over.
 """
 
 from __future__ import annotations
@@ -98,8 +121,9 @@ import faust
 log = logging.getLogger(__name__)
 
 # streams/take.py and the patches here use Faust internals of this release (Consumer._drain_messages,
-# Consumer._commit_offsets, AIOKafkaConsumerThread._highwaters and .seek_to_committed, Stream.channel.queue, Event.ack,
-# Message.tracked, consumer.unacked, flow_control, consumer_generation_id): pinned in pyproject.toml
+# Consumer._commit_offsets, .perform_seek, ._read_offset, ._acked_index, AIOKafkaConsumerThread._highwaters and
+# .seek_to_committed, Conductor._topic_name_index, Stream.channel.queue, Event.ack, Message.tracked and .acked,
+# consumer.unacked, flow_control, consumer_generation_id): pinned in pyproject.toml
 FAUST_VERSION = "0.15.3"
 
 
@@ -127,6 +151,7 @@ def install(settings: Any, settle: Callable[[Any], Awaitable[None]]) -> None:
     commit_whole_runs()  # an offset acknowledged twice does not hold the commit back (7.)
     verify_only_positioned()  # the livelock check does not crash on a partition being reset (10.)
     seek_before_resuming_streams()  # nothing fetched between a stream partition's seek and the flow (11.)
+    nothing_read_at_the_seek()  # a message at the committed offset is not taken as handed over (12.)
 
 
 _PATTERN = re.compile(r"\n( *)await self\.wait_first\(\s*callback\(message\), self\.suspend_flow\.wait\(\)\s*\)")
@@ -289,6 +314,32 @@ def seek_before_resuming_streams() -> None:
     _streams_reordered = True
 
 
+_read_reset = False
+
+
+async def perform_seek(self: Any) -> None:
+    """Consumer.perform_seek of Faust 0.15.3 with the read offset one before the committed offset
+    (12. above): seek every assigned partition to its committed offset; record that offset as
+    committed (None for 0 or none, as Faust does) and the one before it as read."""
+    from faust.transport.consumer import ensure_TP
+
+    committed = {ensure_TP(tp): offset for tp, offset in (await self.seek_to_committed()).items()}
+    self._read_offset.update({tp: offset - 1 if offset is not None and offset > 0 else None
+                              for tp, offset in committed.items()})
+    self._committed_offset.update({tp: offset or None for tp, offset in committed.items() if offset is not None})
+
+
+def nothing_read_at_the_seek() -> None:
+    """Faust's consumer seeks without marking the committed offset read (12. above)."""
+    global _read_reset
+    if _read_reset:
+        return
+    import faust.transport.consumer as fc
+
+    fc.Consumer.perform_seek = perform_seek
+    _read_reset = True
+
+
 class RawSchema(faust.Schema):
     """Keys and values as bytes, decoded by nothing: the same events as the "raw" codec gives."""
 
@@ -415,22 +466,25 @@ def commit_whole_runs() -> None:
 
 
 class FetchWatch:
-    """9. above: call `check(app)` every few seconds (streams/app.py does, every 5 s)."""
+    """9. and 14. above: call `check(app)` every few seconds (streams/app.py does, every 5 s)."""
 
     def __init__(self) -> None:
         self.last: dict = {}  # tp -> (next offset the agents should get, fetch position) at the last look
         self.fresh_sought: dict = {}  # never-read tp -> the position it was sought back from
+        self.handed: dict = {}  # tp -> (committed, last handed over) at the last look, commit behind it
 
     async def check(self, app: Any) -> list:
         """Seek back the partitions found starved twice in a row; returns them as (tp, from, to)."""
         consumer = app.consumer
         changelogs = app.tables.changelog_topics
-        sought, seen = [], {}
+        sought, seen, handed = [], {}, {}
         for tp in sorted(consumer.assignment()):
             if tp.topic in changelogs or tp in consumer._paused_partitions:  # noqa: SLF001
                 continue
             read = consumer._read_offset.get(tp)  # noqa: SLF001 - last offset handed to the agents
             committed = consumer._committed_offset.get(tp)  # noqa: SLF001
+            if read is not None and committed is not None and read >= committed:
+                handed[tp] = (committed, read)  # handed over, not committed yet: held by an agent?
             want = read + 1 if read is not None else committed
             fresh = want is None
             if fresh:  # never read, never committed: the agents should get it from its start
@@ -454,5 +508,43 @@ class FetchWatch:
                     self.fresh_sought[tp] = position
                 sought.append((tp, want, position))
                 seen.pop(tp)
+                handed.pop(tp, None)
         self.last = seen
+        stalled = {tp: v for tp, v in handed.items() if self.handed.get(tp) == v}  # no commit since
+        self.handed = handed
+        if stalled:
+            held = held_offsets(app, {tp: c for tp, (c, _) in stalled.items()})
+            for tp, (committed, read) in stalled.items():
+                if tp in held:
+                    continue
+                log.warning("offsets %d..%d of %s[%d] were handed over but no agent holds offset %d (not queued, "
+                            "not taken, not acknowledged): fetching from %d again",
+                            committed, read, tp.topic, tp.partition, committed, committed)
+                await consumer.seek(tp, committed)
+                consumer._read_offset[tp] = committed - 1 if committed > 0 else None  # noqa: SLF001 - as 12.
+                self.handed.pop(tp, None)
+                sought.append((tp, committed, read + 1))
         return sought
+
+
+def held_offsets(app: Any, wanted: dict) -> set:
+    """The partitions of `wanted` (tp -> offset) whose offset an agent holds: queued for an agent
+    (its channel's queue), taken by one and not acknowledged (the consumer's unacked messages), or
+    acknowledged and waiting for the next commit (the consumer's acked list)."""
+    consumer = app.consumer
+    held = {tp for tp, offset in wanted.items() if offset in consumer._acked_index.get(tp, ())}  # noqa: SLF001
+    for m in list(consumer.unacked):
+        if wanted.get(m.tp) == m.offset:
+            held.add(m.tp)
+    topics = {tp.topic for tp in wanted}
+    index = getattr(app.topics, "_topic_name_index", {})  # noqa: SLF001 - topic -> its channels
+    for topic in topics:
+        # a channel delivers to the queues of its subscribers (the agents' iterators: Channel.put)
+        queues = [getattr(sub, "_queue", None) for ch in list(index.get(topic, ()))
+                  for sub in [ch, *list(getattr(ch, "_subscribers", ()))]]
+        for queue in queues:
+            for event in list(getattr(queue, "_queue", ()) or ()):
+                m = getattr(event, "message", None)
+                if m is not None and wanted.get(m.tp) == m.offset:
+                    held.add(m.tp)
+    return held

@@ -4,9 +4,12 @@
 event, the processors chain, a buffer coroutine, four sensor calls) and then acks each with a
 coroutine: about a third of a stream worker's time at 20k events/s (docs/BENCHMARKS.md). `take`
 reads the agent's channel queue itself, with the bookkeeping of faust.streams.Stream._py_aiter
-(0.15.3): an event of an older consumer generation, or one dequeued while flow is suspended by a
-rebalance, is skipped and acked, as Faust does; a message of an acking topic is tracked as unacked
-until acked; a batch is acked (Faust's own Event.ack) only after the agent's code has finished
+(0.15.3), except for one thing: an event of an older consumer generation, or one dequeued while
+flow is suspended by a rebalance, is skipped and *dropped*, not acked as Faust does. Its message
+comes again from the committed offset (the rebalance seeks every partition there); an ack would
+put its offset in the list Faust commits from, and the commit could then pass it before its new
+copy is handled: a crash or the next rebalance in between loses it. A message of an acking topic is
+tracked as unacked until acked; a batch is acked (Faust's own Event.ack) only after the agent's code has finished
 with it: an agent that raises gets the batch again when Faust restarts it, and a process that
 dies gets it again from the last commit. `take` calls no sensor per event (Faust's stream iterator
 calls on_stream_event_in/out and on_message_out); with settings.faust_event_sensors on, the
@@ -39,7 +42,7 @@ async def take(stream: Any, max_: int, within: float, *, max_attempts: int = 0,
     A batch the agent raised on comes again (backing off 0.5 s doubling to RETRY_MAX_S); after
     `max_attempts` tries (0: no limit) it goes to `give_up(events, attempts)` (the worker
     dead-letters each event with the reason) and is acked, so one poison batch cannot stall a
-    partition for ever. Events of an older consumer generation are acked without a retry: they come
+    partition for ever. Events of an older consumer generation are dropped without a retry: they come
     again from the last commit."""
     app = stream.app
     queue = stream.channel.queue
@@ -52,7 +55,7 @@ async def take(stream: Any, max_: int, within: float, *, max_attempts: int = 0,
         if events:
             await give_up(events, failures + 1)
         for event in failed:
-            event.ack()
+            event.ack() if _current(app, event) else drop(app, event)
         failed = []
     if failed:
         delay = min(RETRY_MAX_S, 0.5 * 2 ** failures)
@@ -62,7 +65,7 @@ async def take(stream: Any, max_: int, within: float, *, max_attempts: int = 0,
         events = [e for e in failed if _current(app, e)]
         for event in failed:
             if not _current(app, event):  # from before a rebalance: redelivered from the commit
-                event.ack()
+                drop(app, event)
         if events:
             _unfinished[stream] = (events, failures + 1)
             yield events
@@ -73,7 +76,7 @@ async def take(stream: Any, max_: int, within: float, *, max_attempts: int = 0,
         except StopAsyncIteration:  # the actor is cancelled (Actor.cancel throws it into the channel)
             return
         for event in skipped:
-            event.ack()
+            drop(app, event)
         if events:
             _unfinished[stream] = (events, 0)
             yield events
@@ -84,6 +87,15 @@ def _done(stream: Any, events: list) -> None:
     _unfinished.pop(stream, None)
     for event in events:
         event.ack()
+
+
+def drop(app: Any, event: Any) -> None:
+    """An event no agent handles (an older consumer generation, or flow suspended): no longer
+    unacked, and never acked, so its offset is not committed; it comes again from the committed
+    offset."""
+    m = event.message
+    m.acked = True  # a later Event.ack is a no-op: Faust's Consumer.ack skips an acked message
+    app.consumer.unacked.discard(m)
 
 
 def _current(app: Any, event: Any) -> bool:

@@ -10,7 +10,7 @@ from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 class Msg:  # hashable, as Faust's messages are
     def __init__(self, offset, generation_id, topic, key=None, value=b"", partition=0):
-        self.offset, self.generation_id, self.topic, self.tracked = offset, generation_id, topic, False
+        self.offset, self.generation_id, self.topic, self.tracked, self.acked = offset, generation_id, topic, False, False
         self.key, self.value, self.partition = key, value, partition
 
 

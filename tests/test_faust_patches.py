@@ -325,3 +325,104 @@ def test_the_stream_partitions_are_resumed_after_their_seek_right_before_the_flo
     with __import__("pytest").raises(RuntimeError, match="not the source"):
         faust_patches.resume_after_seek("async def f(self):\n    self.completed.set()\n", "f")
 
+
+
+def test_after_the_seek_of_a_rebalance_the_committed_offset_is_not_taken_as_handed_over():
+    """Found by `bench faults`: Faust's perform_seek records the committed offset as read, so a
+    partition fetched one message past its commit, that message handed to no agent, looked healthy
+    to FetchWatch and stayed one message behind for good. After the patched seek the read offset is
+    the one before, and FetchWatch fetches that message again."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import faust.transport.consumer as fc
+    from aiokafka import TopicPartition
+    from faust.types import TP
+
+    committed = {TopicPartition("behavior.co_purchase", 2): 2, TopicPartition("behavior.co_purchase", 0): 0,
+                 TopicPartition("behavior.co_purchase", 1): None}
+
+    class Consumer:
+        _paused_partitions: set = set()
+
+        def __init__(self):
+            self._read_offset, self._committed_offset, self.sought = {}, {}, []
+
+        async def seek_to_committed(self):
+            return committed
+
+        def assignment(self):
+            return {TP("behavior.co_purchase", p) for p in range(3)}
+
+        async def position(self, tp):
+            return {2: 3, 0: 0, 1: None}[tp.partition]  # partition 2 fetched past offset 2
+
+        async def seek(self, tp, offset):
+            self.sought.append((tp.partition, offset))
+            self._read_offset[tp] = offset
+
+    c = Consumer()
+    asyncio.run(faust_patches.perform_seek(c))
+    tp2, tp0 = TP("behavior.co_purchase", 2), TP("behavior.co_purchase", 0)
+    assert c._read_offset == {tp2: 1, tp0: None, TP("behavior.co_purchase", 1): None}
+    assert c._committed_offset == {tp2: 2, tp0: None}  # as Faust records them (0: none)
+    app = SimpleNamespace(consumer=c, tables=SimpleNamespace(changelog_topics=set()),
+                          conf=SimpleNamespace(consumer_auto_offset_reset="earliest"))
+    watch = faust_patches.FetchWatch()
+    asyncio.run(watch.check(app))
+    asyncio.run(watch.check(app))  # seen twice with nothing handed over
+    assert c.sought == [(2, 2)] and c._read_offset[tp2] == 1
+    faust_patches.nothing_read_at_the_seek()
+    assert fc.Consumer.perform_seek is faust_patches.perform_seek
+
+
+def test_a_partition_whose_handed_over_message_no_agent_holds_is_fetched_again_from_its_commit():
+    """The case FetchWatch's position check cannot see: the position is right after the last message
+    handed over, but the message at the committed offset is in no agent's queue, not taken, not
+    acknowledged (lost between the consumer and the agents). Fetched again once looked at twice with
+    no commit between; a partition whose message an agent holds is left alone."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    lost, taken, queued, acked, moving = (TP("behavior.search_buy", p) for p in range(5))
+    committed = {lost: 10, taken: 20, queued: 30, acked: 40, moving: 50}
+
+    class Msg:
+        def __init__(self, tp, offset):
+            self.tp, self.offset = tp, offset
+
+    class Consumer:
+        _paused_partitions: set = set()
+
+        def __init__(self):
+            self._read_offset = {lost: 12, taken: 21, queued: 31, acked: 40, moving: 55}
+            self._committed_offset = dict(committed)
+            self._acked_index = {acked: {40}}
+            self.unacked = {Msg(taken, 20), Msg(lost, 11)}  # an agent took 20; 11 but not 10 of `lost`
+            self.sought = []
+
+        def assignment(self):
+            return set(committed)
+
+        async def position(self, tp):
+            return self._read_offset[tp] + 1
+
+        async def seek(self, tp, offset):
+            self.sought.append((tp.partition, offset))
+
+    c = Consumer()
+    # the topic's channel delivers to its subscribers' queues (the agent's iterator: Faust's Channel.put)
+    agent_iterator = SimpleNamespace(_queue=SimpleNamespace(_queue=[SimpleNamespace(message=Msg(queued, 30))]))
+    channel = SimpleNamespace(_queue=None, _subscribers=[agent_iterator])
+    app = SimpleNamespace(consumer=c, tables=SimpleNamespace(changelog_topics=set()),
+                          conf=SimpleNamespace(consumer_auto_offset_reset="earliest"),
+                          topics=SimpleNamespace(_topic_name_index={"behavior.search_buy": [channel]}))
+    watch = faust_patches.FetchWatch()
+    assert asyncio.run(watch.check(app)) == []  # the first look only notes
+    c._read_offset[moving] = 60  # handed over more since
+    c._committed_offset[moving] = 56  # and committed
+    got = asyncio.run(watch.check(app))
+    assert [(tp.partition, a, b) for tp, a, b in got] == [(0, 10, 13)] and c.sought == [(0, 10)]
+    assert c._read_offset[lost] == 9  # nothing of it handed over since the seek

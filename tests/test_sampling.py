@@ -60,6 +60,42 @@ def test_duplicate_event_id_is_ignored_but_redelivery_is_recognised():
     assert r.pairs["sb|gifts for dad|P1"]["n"] == 1
 
 
+def test_an_event_handed_over_after_a_newer_one_of_its_pair_is_counted_not_taken_for_a_redelivery():
+    """Found by `bench faults` (1 co-purchase event of 151 neither counted nor remembered): an older
+    offset of a pair that arrives after a newer one was taken for a redelivery by the pair's offset
+    alone. Its id is not remembered: it was never counted."""
+    r = Run()
+    r.sb(sb_event(1, purchased=True), offset=7)
+    late = r.sb(sb_event(0, purchased=True), offset=5)
+    pair = r.pairs["sb|gifts for dad|P1"]
+    assert late.outcome == "few_events" and pair["n"] == 2 and pair["off"] == 7 and r.seen["e0"][1] == 5
+    assert r.sb(sb_event(0, purchased=True), offset=5).outcome == "redelivered"  # now it is one
+    assert r.sb(sb_event(1, purchased=True), offset=7).outcome == "redelivered"
+    assert r.pairs["sb|gifts for dad|P1"]["n"] == 2
+
+
+def test_an_old_redelivery_whose_id_expired_is_still_not_counted_twice():
+    """Ids are forgotten after the dedup TTL (event time); a redelivered message older than that
+    horizon is judged by the pair's offset alone, as before, in this process or after a restart."""
+    now = 1767225600.0 + 10_000
+    table = sampling.MemoryTable()
+    seen = sampling.SeenIds(table, wall=lambda: now, ttl_s=3600)
+    pairs, queries = {}, {}
+    old, new = sb_event(0, purchased=True), sb_event(1, purchased=True, t=9000)
+    for off, ev in ((0, old), (1, new)):
+        seen.begin()
+        sampling.sample_search_buy(ev, 0, off, pairs, queries, seen, CFG)
+        seen.commit(ev.ts, 3600)
+    assert "e0" not in seen and seen.horizon == new.ts - 3600  # expired with its block
+    assert sampling.sample_search_buy(old, 0, 0, pairs, queries, seen, CFG).outcome == "redelivered"
+    restarted = sampling.SeenIds(table, wall=lambda: now, ttl_s=3600)  # the table as recovered
+    restarted.begin()
+    assert restarted.horizon == new.ts - 3600
+    assert sampling.sample_search_buy(old, 0, 0, pairs, queries, restarted, CFG).outcome == "redelivered"
+    assert pairs["sb|gifts for dad|P1"]["n"] == 2
+    assert sampling.SeenIds(table).horizon == float("inf")  # no TTL known: the pair's offset decides
+
+
 def test_redelivery_of_the_emitting_message_resends_the_same_request():
     r = Run()
     for i in range(3):

@@ -480,15 +480,24 @@ def _account_events(b: str, t, app: str, sent: list[dict], tally: _Tally) -> dic
     ids_by_pair: dict[str, list[str]] = defaultdict(list)
     for x in valid:
         ids_by_pair[x["pair_key"]].append(x["event_id"])
+    dlq = _read(b, t.dlq)
+    why_dead = {}  # event id -> where and why a valid event was dead-lettered (a lost event's trail)
+    for d in dlq:
+        try:
+            why_dead[json.loads(_original(d) or b"")["event_id"]] = f"{d.get('stage')}: {d.get('kind')}: {d.get('error')}"[:300]
+        except (ValueError, TypeError, KeyError):
+            continue
     counted = 0
     for pk, ids in ids_by_pair.items():
         n = (pairs.get(pk) or {}).get("n", 0)
         remembered = sum(1 for i in ids if i in seen)
         counted += min(len(ids), remembered, n)
+        missing = [i for i in ids if i not in seen]
         tally.lose("events not counted", max(len(ids) - remembered, len(ids) - n, 0),
-                   {"pair": pk, "sent": len(ids), "remembered": remembered, "count": n})
+                   {"pair": pk, "sent": len(ids), "remembered": remembered, "count": n,
+                    "not_remembered": {i: why_dead.get(i, "not dead-lettered") for i in missing}})
         tally.dup("events counted twice", n - len(ids), {"pair": pk, "sent": len(ids), "count": n})
-    letters = Counter(_original(d) for d in _read(b, t.dlq) if str(d.get("stage", "")).startswith("sample_"))
+    letters = Counter(_original(d) for d in dlq if str(d.get("stage", "")).startswith("sample_"))
     dead = sum(1 for x in bad if letters[x])
     tally.lose("invalid messages not dead-lettered", len(bad) - dead, next((x.decode(errors="replace") for x in bad
                                                                              if not letters[x]), None))
