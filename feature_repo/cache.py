@@ -41,7 +41,7 @@ def miss_request(query: str | None = None, product: dict | None = None,
                  product_a: dict | None = None, product_b: dict | None = None, now: float | None = None) -> dict | None:
     """A priority GenerationRequest (JSON shape) for a cache miss, or None without enough context."""
     now = time.time() if now is None else now
-    if query and product:
+    if query and normalize_query(query) and product:  # a query of spaces or marks only is no context
         key, behavior = search_pair_key(query, product["product_id"]), "search_buy"
         body = {"query": normalize_query(query), "product": product}
     elif product_a and product_b:

@@ -204,7 +204,7 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_
     p = Producer(client_config(s.broker, s.kafka, {"enable.idempotence": True, "acks": "all"}))
     counts: Counter = Counter()
     first_error = None
-    known: set[str] = set()  # destinations seen to exist
+    known: dict[str, bool] = {}  # destination -> whether it exists (asked once per run)
     last: dict[int, int] = {}
     while todo:
         msgs = c.consume(500, 2.0)
@@ -226,9 +226,10 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_
                 continue
             try:
                 dest, key, value = redrive(env)
-                if dest not in known and not existing(s.broker, [dest], security=s.kafka):
+                if dest not in known:
+                    known[dest] = bool(existing(s.broker, [dest], security=s.kafka))
+                if not known[dest]:
                     raise NotRedrivable(f"{dest}: no such topic")
-                known.add(dest)
             except (NotRedrivable, ValueError) as e:
                 counts["not_redrivable"] += 1
                 first_error = first_error or str(e)

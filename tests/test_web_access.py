@@ -43,7 +43,8 @@ def test_a_knowledge_request_is_built_from_behaviour_only():
     pair = knowledge_request({"product_a": SHOE, "product_b": {"product_id": "B02", "title": "Socks"}})
     assert pair["behavior"] == "co_purchase"
     for bad in ([], {"query": "x"}, {"query": "x", "product": {"product_id": "B01"}}, {"query": 3, "product": SHOE},
-                {"query": "x", "product": SHOE, "extra": 1}, {"product_a": SHOE, "product_b": {"product_id": "a\x00"}}):
+                {"query": "x", "product": SHOE, "extra": 1}, {"product_a": SHOE, "product_b": {"product_id": "a\x00"}},
+                {"query": "   ", "product": SHOE}, {"query": "\u200b\t", "product": SHOE}):
         with pytest.raises(ValueError):
             knowledge_request(bad)
 
