@@ -11,7 +11,11 @@ Files come from ordinary tools, so reading is forgiving about the file and stric
   encoding is a bad row naming the line and column, not the end of the file.
 - CSV: the delimiter is detected on the header line (`,` `;` tab `|`: csv.Sniffer, and the one that
   splits the header into most columns); column names and cells are stripped of surrounding spaces;
-  blank rows are skipped. A JSON file is JSON lines, or one array when it starts with `[`.
+  blank rows are skipped. A quoted cell may span lines (a spreadsheet's line break in a cell); a
+  record that spans lines and is not CSV (a quote never closed, text after a closing quote) or has
+  more cells than the header is an error of its first line only, and the lines after it are read
+  again, so one stray quote does not take the rows below it along. A JSON file is JSON lines, or
+  one array when it starts with `[`.
 - Parquet: pandas' index columns (`__index_level_0__`) are dropped.
 - Values: ids (event_id, session_id, product ids) and texts written as numbers are text (123 and
   123.0 -> "123"; 12.5 or a float past 2**53 is an error); NaN is an empty cell. An empty cell (or
@@ -237,13 +241,13 @@ class _Lines:
     """The lines of a text stream, counted, keeping the lines of the current record (its raw text)."""
 
     def __init__(self, text: Iterable[str]) -> None:
-        self.it, self.n, self.buf = iter(text), 0, []
+        self.it, self.n, self.buf, self.back = iter(text), 0, [], []
 
     def __iter__(self) -> "_Lines":
         return self
 
     def __next__(self) -> str:
-        line = next(self.it)
+        line = self.back.pop() if self.back else next(self.it)
         self.n += 1
         self.buf.append(line)
         return line
@@ -251,6 +255,14 @@ class _Lines:
     def take(self) -> str:
         raw, self.buf = "".join(self.buf), []
         return raw
+
+    def take_first(self) -> str:
+        """The current record's first line; its other lines are read again (a broken multi-line record)."""
+        first, rest = self.buf[0], self.buf[1:]
+        self.back.extend(reversed(rest))
+        self.n -= len(rest)
+        self.buf = []
+        return first
 
 
 def _dialect(header: str) -> type[csv.Dialect]:
@@ -266,6 +278,7 @@ def _dialect(header: str) -> type[csv.Dialect]:
     class Dialect(csv.excel):
         delimiter = best
         skipinitialspace = True
+        strict = True  # a quote never closed is an error, not the rest of the file in one cell
 
     return Dialect
 
@@ -284,7 +297,9 @@ def _csv_rows(text: io.TextIOWrapper, path: Path, encoding: str) -> Iterator[Row
     if bad:
         raise SourceError(f"{path}: the header: {bad}")
     dialect = _dialect(first.rstrip("\r\n"))
-    reader = csv.reader(itertools.chain([first], lines), dialect)
+    lines.buf, lines.n = [], lines.n - 1  # the header line is read again, by the reader, from `lines`
+    lines.back.append(first)  # (not a chain: a chain that has ended stays ended, and lines are read again)
+    reader = csv.reader(lines, dialect)
     try:
         header = next(reader)
     except csv.Error as e:
@@ -306,7 +321,17 @@ def _csv_rows(text: io.TextIOWrapper, path: Path, encoding: str) -> Iterator[Row
         except StopIteration:
             return
         except csv.Error as e:
-            yield Row(None, f"line {start}", start, f"line {start}: not CSV: {e}", lines.take().rstrip("\r\n"))
+            spans = len(lines.buf) > 1
+            raw = lines.take_first() if spans else lines.take()
+            why = f"line {start}: not CSV: {e}" + (" (a quote opened on this line runs over the next lines, "
+                                                   "which are read again)" if spans else "")
+            yield Row(None, f"line {start}", start, why, raw.rstrip("\r\n"))
+            continue
+        if len(lines.buf) > 1 and len(cells) > width and any(c.strip() for c in cells[width:]):
+            raw = lines.take_first()  # a quote that closed lines later: that line is wrong, not those after it
+            yield Row(None, f"line {start}", start, f"line {start}: {len(cells)} cells over several lines, but the "
+                      f"header has {width} columns (a quote opened on this line closes lines later; the lines "
+                      "after it are read again)", raw.rstrip("\r\n"))
             continue
         raw = lines.take()
         if not any(c.strip() for c in cells):  # blank line, or a row of empty cells

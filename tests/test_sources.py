@@ -231,3 +231,26 @@ def test_undecodable_bytes_in_a_record_over_two_lines_name_the_record_and_the_li
     bad, ok = _events(p)
     assert bad == "line 2: not UTF-8 text (undecodable bytes at line 3, column 8); save the file as UTF-8"
     assert ok.event_id == "e2"
+
+
+@pytest.mark.parametrize("later", ["none", "a quoted cell", "an extra cell"])
+def test_a_quote_never_closed_is_an_error_of_its_line_and_the_rows_below_are_read(tmp_path, later):
+    """Found by a tester: a stray quote ran over every line below it into one cell (non-strict CSV),
+    and those rows became one dead letter. Now only its own line is an error; the lines after it are
+    read again, whether the quote runs to the end of the file or closes on a later line."""
+    tail = {"none": ROWS[1],
+            "a quoted cell": 'e4,2026-01-01T00:00:00Z,dog bed,P1,"Bed, large",,true,0',
+            "an extra cell": 'e4,2026-01-01T00:00:00Z,dog bed,P1,Bed",x,,true,0'}[later]
+    p = tmp_path / "e.csv"
+    p.write_text("\n".join([HEADER, ROWS[0], 'e2,2026-01-01T00:00:00Z,dog bed,P1,"Bed,,true,0',
+                            "e3,2026-01-01T00:00:00Z,dog bed,P1,Bed,,true,0", tail]) + "\n")
+    got = _events(p)
+    assert got[0].event_id == "e1"
+    assert got[1].startswith("line 3: ") and "read again" in got[1], got[1]
+    assert got[2].event_id == "e3"
+    if later == "an extra cell":  # the quote closes there, in a row too long: read again, on its own
+        assert "9 cells over several lines" in got[1]
+        assert got[3] == "line 5: 9 cells, but the header has 8 columns (separator ',')"
+    else:
+        assert "not CSV" in got[1] and got[3].event_id == ("e2" if later == "none" else "e4")
+    assert len(got) == 4
