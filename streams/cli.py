@@ -176,12 +176,18 @@ def dlq() -> None:
 @click.option("--kind", default=None, help="only dead letters of this kind (e.g. invalid_event, engine_failed)")
 @click.option("--group", default="intentflow-dlq-replay", show_default=True,
               help="consumer group that remembers what was re-driven (a second run sends only newer letters)")
+@click.option("--max-failures", default=3, show_default=True, type=click.IntRange(min=1),
+              help="a message dead-lettered this many times (letters of TOPIC with the same source topic and "
+                   "bytes) is not sent again: counted as gave_up")
 @click.option("--dry-run", is_flag=True, help="count what would be sent, send nothing")
 @click.option("--json", "as_json", is_flag=True)
-def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_run: bool, as_json: bool) -> None:
+def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, max_failures: int, dry_run: bool,
+               as_json: bool) -> None:
     """Send each dead letter of TOPIC back to the topic it came from, with its original key and
     bytes (behavior.dlq, generation.dlq, filter.dlq). Offsets are committed only after the broker
-    has the re-sent messages; letters that cannot be re-driven are counted, not sent."""
+    has the re-sent messages; letters that cannot be re-driven are counted, not sent. A message
+    that fails every time (its letters pile up, one per re-drive) is sent again until it has
+    failed --max-failures times, then counted as gave_up."""
     from collections import Counter
 
     from confluent_kafka import Consumer, Producer, TopicPartition
@@ -196,6 +202,7 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_
     if not existing(s.broker, [topic], security=s.kafka):
         raise click.ClickException(f"{topic}: no such topic on {s.broker}")
     ends = end_offsets(s.broker, [topic], security=s.kafka)
+    failures = _dlq_failures(s, topic)
     c = Consumer(client_config(s.broker, s.kafka, {"group.id": group, "enable.auto.commit": False,
                                                    "auto.offset.reset": "earliest"}))
     starts = {tp.partition: max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for (_, p) in ends], 10)}
@@ -224,6 +231,9 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_
             if (stage and env.get("stage") != stage) or (kind and env.get("kind") != kind):
                 counts["skipped"] += 1
                 continue
+            if failures.get((env.get("source_topic"), env.get("value_b64")), 0) >= max_failures:
+                counts["gave_up"] += 1
+                continue
             try:
                 dest, key, value = redrive(env)
                 if dest not in known:
@@ -245,6 +255,23 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, dry_
     c.close()
     out = {"topic": topic, "dry_run": dry_run, **counts, **({"first_error": first_error} if first_error else {})}
     click.echo(json.dumps(out) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))
+
+
+def _dlq_failures(s, topic: str) -> dict[tuple, int]:
+    """(source topic, original bytes as base64) -> how many letters of the dead-letter topic hold
+    them: the times that message failed (the first failure, then one per re-drive that failed)."""
+    from collections import Counter
+
+    from infra.topics import read_records
+
+    seen: Counter = Counter()
+    for _, value in read_records(s.broker, topic, timeout=120, complete=True, security=s.kafka):
+        try:
+            env = json.loads(value)
+            seen[(env.get("source_topic"), env.get("value_b64"))] += 1
+        except (ValueError, TypeError, AttributeError):
+            continue
+    return dict(seen)
 
 
 @main.group()

@@ -71,5 +71,16 @@ def test_dlq_replay_redrives_once(broker, monkeypatch):
         again = CliRunner().invoke(main, ["dlq", "replay", "behavior.dlq", "--json"])  # nothing new: nothing sent
         assert "to behavior.search_buy" not in json.loads(again.output.strip().splitlines()[-1])
         assert len(read_topic(broker, "behavior.search_buy")) == 3
+        # a message that fails every time: each re-drive adds a letter; after 3 failures it is not sent again
+        poison = dict(source_topic="behavior.search_buy", partition=1, offset=9, key=b"p", value=b'{"poison": 1}',
+                      error="bad", kind="invalid_event", stage="sample_search_buy")
+        sent = []
+        for _ in range(4):
+            p.produce("behavior.dlq", envelope(**poison))  # its first failure, then the worker's after each re-drive
+            p.flush(10)
+            out = json.loads(CliRunner().invoke(main, ["dlq", "replay", "behavior.dlq", "--json"]).output.strip().splitlines()[-1])
+            sent.append((out.get("to behavior.search_buy", 0), out.get("gave_up", 0)))
+        assert sent == [(1, 0), (1, 0), (0, 1), (0, 1)], sent
+        assert len(read_topic(broker, "behavior.search_buy")) == 5
     finally:
         get_settings.cache_clear()
