@@ -283,6 +283,24 @@ def _dialect(header: str) -> type[csv.Dialect]:
     return Dialect
 
 
+def _rows_inside(record_lines: list[str], dialect: type[csv.Dialect], width: int) -> int:
+    """For a record over several lines: the first of its later lines (1-based, after the first) that
+    splits into the header's width or more on its own, else 0. A line break in a quoted cell is a
+    spreadsheet's line break in a title or a description; a whole row there is a quote left open
+    (`"Monitor 24` ... `LG Monitor 27"`), which would otherwise swallow the rows in between."""
+    if width < 3:
+        return 0
+
+    class Loose(dialect):  # a line on its own: its quotes may not pair up
+        strict = False
+
+    for i, line in enumerate(record_lines[1:], 1):
+        cells = next(csv.reader([line], Loose), [])
+        if len(cells) >= width and sum(1 for c in cells if c.strip()) >= 2:
+            return i
+    return 0
+
+
 def _csv_rows(text: io.TextIOWrapper, path: Path, encoding: str) -> Iterator[Row]:
     lines = _Lines(text)
     for first in lines:
@@ -332,6 +350,13 @@ def _csv_rows(text: io.TextIOWrapper, path: Path, encoding: str) -> Iterator[Row
             yield Row(None, f"line {start}", start, f"line {start}: {len(cells)} cells over several lines, but the "
                       f"header has {width} columns (a quote opened on this line closes lines later; the lines "
                       "after it are read again)", raw.rstrip("\r\n"))
+            continue
+        inner = _rows_inside(lines.buf, dialect, width)
+        if inner:
+            raw = lines.take_first()
+            yield Row(None, f"line {start}", start, f"line {start}: a quote opened on this line runs over line "
+                      f"{start + inner}, which is a row of its own ({width} cells or more); the lines after this "
+                      "one are read again", raw.rstrip("\r\n"))
             continue
         raw = lines.take()
         if not any(c.strip() for c in cells):  # blank line, or a row of empty cells

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -94,7 +95,8 @@ def topics_create() -> None:
     from infra import services
 
     s = get_settings()
-    created = services.ensure_pipeline_topics(s)
+    with _broker_answers(s):
+        created = services.ensure_pipeline_topics(s)
     click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
 
 
@@ -174,11 +176,14 @@ def dlq() -> None:
 @click.argument("topic")
 @click.option("--stage", default=None, help="only dead letters of this stage (e.g. sample_search_buy, generate, filter)")
 @click.option("--kind", default=None, help="only dead letters of this kind (e.g. invalid_event, engine_failed)")
-@click.option("--group", default="intentflow-dlq-replay", show_default=True,
-              help="consumer group that remembers what was re-driven (a second run sends only newer letters)")
-@click.option("--max-failures", default=3, show_default=True, type=click.IntRange(min=1),
+@click.option("--group", default=None,
+              help="consumer group that remembers which letters were read (a second run reads only newer "
+                   "ones); default intentflow-dlq-replay, and one of its own per --stage/--kind filter "
+                   "(intentflow-dlq-replay.stage=S.kind=K), so a filtered run never marks the letters it "
+                   "skips as read for an unfiltered one")
+@click.option("--max-failures", default=3, show_default=True, type=click.IntRange(min=2),
               help="a message dead-lettered this many times (letters of TOPIC with the same source topic and "
-                   "bytes) is not sent again: counted as gave_up")
+                   "bytes; the letter itself is the first) is not sent again: counted as gave_up")
 @click.option("--dry-run", is_flag=True, help="count what would be sent, send nothing")
 @click.option("--json", "as_json", is_flag=True)
 def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, max_failures: int, dry_run: bool,
@@ -199,10 +204,12 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, max_
     from infra.topics import existing
 
     s = get_settings()
-    if not existing(s.broker, [topic], security=s.kafka):
-        raise click.ClickException(f"{topic}: no such topic on {s.broker}")
-    ends = end_offsets(s.broker, [topic], security=s.kafka)
-    failures = _dlq_failures(s, topic)
+    group = group or "intentflow-dlq-replay" + (f".stage={stage}" if stage else "") + (f".kind={kind}" if kind else "")
+    with _broker_answers(s):
+        if not existing(s.broker, [topic], security=s.kafka):
+            raise click.ClickException(f"{topic}: no such topic on {s.broker}")
+        ends = end_offsets(s.broker, [topic], security=s.kafka)
+        failures = _dlq_failures(s, topic)
     c = Consumer(client_config(s.broker, s.kafka, {"group.id": group, "enable.auto.commit": False,
                                                    "auto.offset.reset": "earliest"}))
     starts = {tp.partition: max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for (_, p) in ends], 10)}
@@ -226,6 +233,8 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, max_
             try:
                 env = json.loads(m.value())
             except (ValueError, TypeError):
+                env = None
+            if not isinstance(env, dict):  # not JSON, or JSON but not a letter ("hello", [1, 2], null)
                 counts["undecodable"] += 1
                 continue
             if (stage and env.get("stage") != stage) or (kind and env.get("kind") != kind):
@@ -237,7 +246,8 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, max_
             try:
                 dest, key, value = redrive(env)
                 if dest not in known:
-                    known[dest] = bool(existing(s.broker, [dest], security=s.kafka))
+                    with _broker_answers(s):
+                        known[dest] = bool(existing(s.broker, [dest], security=s.kafka))
                 if not known[dest]:
                     raise NotRedrivable(f"{dest}: no such topic")
             except (NotRedrivable, ValueError) as e:
@@ -255,6 +265,18 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, max_
     c.close()
     out = {"topic": topic, "dry_run": dry_run, **counts, **({"first_error": first_error} if first_error else {})}
     click.echo(json.dumps(out) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))
+
+
+@contextlib.contextmanager
+def _broker_answers(s):
+    """A broker that does not answer (down, a wrong address) is one clear error, not a traceback."""
+    from confluent_kafka import KafkaException
+
+    try:
+        yield
+    except KafkaException as e:
+        raise click.ClickException(f"the broker at {s.broker} did not answer ({e.args[0] if e.args else e}); "
+                                   "is it running? (`intentflow infra up` starts the local one)") from None
 
 
 def _dlq_failures(s, topic: str) -> dict[tuple, int]:
@@ -475,14 +497,9 @@ def status(window: float, metrics_urls: tuple[str, ...], as_json: bool) -> None:
     """Per-stage throughput, consumer lag, dead letters, filter pass rates and freshness."""
     from streams.status import render, snapshot
 
-    from confluent_kafka import KafkaException
-
     s = get_settings()
-    try:
+    with _broker_answers(s):
         snap = snapshot(s.broker, s.topics, window, {u: u for u in metrics_urls}, settings=s)
-    except KafkaException as e:
-        raise click.ClickException(f"the broker at {s.broker} did not answer ({e.args[0] if e.args else e}); "
-                                   "is it running? (`intentflow infra up` starts the local one)") from None
     click.echo(json.dumps(snap) if as_json else render(snap))
 
 

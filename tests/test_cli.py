@@ -39,6 +39,7 @@ def test_status_and_dlq_replay_say_what_is_wrong_instead_of_a_traceback():
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTENTFLOW_")}
     env["INTENTFLOW_BROKER"] = "127.0.0.1:1"  # nothing listens there
-    r = subprocess.run([sys.executable, "-m", "streams.cli", "status", "--json"], capture_output=True, text=True,
-                       timeout=120, env=env)
-    assert r.returncode == 1 and "did not answer" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    for args in (["status", "--json"], ["dlq", "replay", "behavior.dlq", "--json"], ["topics", "create"]):
+        r = subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True,
+                           timeout=120, env=env)
+        assert r.returncode == 1 and "did not answer" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-2000:])

@@ -82,5 +82,23 @@ def test_dlq_replay_redrives_once(broker, monkeypatch):
             sent.append((out.get("to behavior.search_buy", 0), out.get("gave_up", 0)))
         assert sent == [(1, 0), (1, 0), (0, 1), (0, 1)], sent
         assert len(read_topic(broker, "behavior.search_buy")) == 5
+        # found by a tester: JSON that is not a letter crashed the run (and every later one); a filtered
+        # run marked the letters it skipped as read for the unfiltered one, which never sent them
+        co = dict(poison, key=b"c", value=b'{"co": 1}', stage="sample_co_purchase")
+        for bad in (b'"hello"', b"[1, 2]", b"null"):
+            p.produce("behavior.dlq", bad)
+        p.produce("behavior.dlq", envelope(**co))
+        p.flush(10)
+
+        def run(*args):
+            r = CliRunner().invoke(main, ["dlq", "replay", "behavior.dlq", "--json", *args])
+            assert r.exit_code == 0, r.output
+            return json.loads(r.output.strip().splitlines()[-1])
+        filtered = run("--stage", "sample_search_buy")  # its own cursor (group): every letter of that stage again
+        assert filtered["skipped"] == 2 and filtered["gave_up"] == 4 and filtered["to behavior.search_buy"] == 3, filtered
+        assert b'{"co": 1}' not in {m.value() for m in read_topic(broker, "behavior.search_buy")}
+        unfiltered = run()
+        assert unfiltered["undecodable"] == 3 and unfiltered["to behavior.search_buy"] == 1, unfiltered
+        assert sorted(m.value() for m in read_topic(broker, "behavior.search_buy"))[0] == b'{"co": 1}'
     finally:
         get_settings.cache_clear()

@@ -254,3 +254,21 @@ def test_a_quote_never_closed_is_an_error_of_its_line_and_the_rows_below_are_rea
     else:
         assert "not CSV" in got[1] and got[3].event_id == ("e2" if later == "none" else "e4")
     assert len(got) == 4
+
+
+def test_a_quote_that_closes_at_the_end_of_a_later_row_does_not_swallow_the_rows_between(tmp_path):
+    """Found by a tester: `"Dell Monitor 24` ... `LG Monitor 27"` is valid CSV of the header's width,
+    one record whose title held two whole rows; they were sent as its title and lost. A later line of
+    a multi-line record that is a row of its own (the header's width or more) makes the record's
+    first line an error, and the lines after it are read again. A description with line breaks is
+    still one cell."""
+    p = tmp_path / "n.csv"
+    p.write_text("event_id,event_time,query,product_id,title\n"
+                 'n-02,2026-01-01T00:00:00Z,monitor,P1,"Dell Monitor 24\n'
+                 "n-03,2026-01-01T00:00:00Z,tv,P2,Samsung TV\n"
+                 'n-04,2026-01-01T00:00:00Z,monitor,P3,LG Monitor 27"\n'
+                 'n-05,2026-01-01T00:00:00Z,w,P4,"Wool hat\nknitted, warm"\n')
+    got = _events(p)
+    assert got[0].startswith("line 2: a quote opened on this line runs over line 3, which is a row of its own")
+    assert [g.event_id for g in got[1:]] == ["n-03", "n-04", "n-05"]
+    assert got[2].product.title == 'LG Monitor 27"' and got[3].product.title == "Wool hat knitted, warm"
