@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import math
 import unicodedata
 from functools import cached_property
 from datetime import datetime, timezone
@@ -186,6 +187,11 @@ class _Event(_Strict):
                 n = float(n)
             except ValueError:
                 return v  # ISO 8601 and the like: pydantic's own parsing
+            if "e" in v.lower() and not math.isnan(n) and not math.isinf(n):
+                raise ValueError(f"epoch {v!r} is in scientific notation (a spreadsheet rounds such numbers to a "
+                                 "few digits): write the epoch as digits or an ISO 8601 time")
+        if isinstance(n, float) and (math.isnan(n) or math.isinf(n)):
+            raise ValueError(f"{v!r} is not a time: give epoch seconds or milliseconds, or an ISO 8601 time")
         if isinstance(n, (int, float)) and not isinstance(n, bool) and 1e10 <= abs(n) < 1e11:
             raise ValueError(f"epoch {v!r} is neither seconds (10 digits) nor milliseconds (13 digits): "
                              "give one of those or an ISO 8601 time")

@@ -153,3 +153,12 @@ def test_an_epoch_that_is_neither_seconds_nor_milliseconds_is_an_error_not_1971(
     else:
         with pytest.raises(EventError, match="neither seconds"):
             parse_search_buy(sb(event_time=t))
+
+
+@pytest.mark.parametrize("t, why", [("1e9", "scientific notation"), ("1.7672E+09", "scientific notation"),
+                                    ("NaN", "not a time"), ("inf", "not a time"), (float("nan"), "not a time")])
+def test_an_epoch_in_scientific_notation_or_nan_says_so(t, why):
+    """Found by a tester: these were dead-lettered as "input is too short". A spreadsheet writes big
+    numbers as 1.7672E+09, rounded to a few digits: an error that says so, not a time minutes off."""
+    with pytest.raises(EventError, match=why):
+        parse_search_buy(sb(event_time=t))
