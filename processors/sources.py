@@ -284,21 +284,37 @@ def _dialect(header: str) -> type[csv.Dialect]:
 
 
 def _rows_inside(record_lines: list[str], dialect: type[csv.Dialect], width: int) -> int:
-    """For a record over several lines: the first of its later lines (1-based, after the first) that
-    splits into the header's width or more on its own, else 0. A line break in a quoted cell is a
-    spreadsheet's line break in a title or a description; a whole row there is a quote left open
-    (`"Monitor 24` ... `LG Monitor 27"`), which would otherwise swallow the rows in between."""
+    """For a record over several lines: the first of its later lines (1-based, after the first) whose
+    part inside the quoted cell it starts in (up to the quote that closes it, or the whole line)
+    splits into exactly the header's width on its own, else 0. A line break in a quoted cell is a spreadsheet's
+    line break in a title; a whole row there is a quote left open (`"Monitor 24` ... `LG Monitor 27"`),
+    which would otherwise swallow the rows in between. (A title holding a line that is a whole row
+    of the file's shape is read the same way: ambiguous, and the safer reading.)"""
     if width < 3:
         return 0
 
-    class Loose(dialect):  # a line on its own: its quotes may not pair up
+    class Loose(dialect):  # a piece of a line on its own: its quotes may not pair up
         strict = False
 
     for i, line in enumerate(record_lines[1:], 1):
-        cells = next(csv.reader([line], Loose), [])
-        if len(cells) >= width and sum(1 for c in cells if c.strip()) >= 2:
+        # a later line of a record starts inside a quoted cell: its part up to the closing quote
+        inside = _before_close(line, dialect.quotechar)
+        cells = next(csv.reader([inside.rstrip("\r\n")], Loose), [])
+        if len(cells) == width and sum(1 for c in cells if c.strip()) >= 2:
             return i
     return 0
+
+
+def _before_close(line: str, quote: str) -> str:
+    """A line that starts inside a quoted cell, up to the quote that closes it (a doubled quote is one
+    quote character inside the cell)."""
+    i = 0
+    while (j := line.find(quote, i)) >= 0:
+        if line[j + 1: j + 2] == quote:
+            i = j + 2
+            continue
+        return line[:j]
+    return line
 
 
 def _csv_rows(text: io.TextIOWrapper, path: Path, encoding: str) -> Iterator[Row]:
@@ -355,7 +371,7 @@ def _csv_rows(text: io.TextIOWrapper, path: Path, encoding: str) -> Iterator[Row
         if inner:
             raw = lines.take_first()
             yield Row(None, f"line {start}", start, f"line {start}: a quote opened on this line runs over line "
-                      f"{start + inner}, which is a row of its own ({width} cells or more); the lines after this "
+                      f"{start + inner}, which is a row of its own ({width} cells, as the header); the lines after this "
                       "one are read again", raw.rstrip("\r\n"))
             continue
         raw = lines.take()

@@ -109,12 +109,13 @@ def test_the_dlq_replay_command_gets_the_options(secure_env, clients, monkeypatc
     import infra.topics
 
     monkeypatch.setattr(infra.kafka_compat, "end_offsets", lambda *a, **k: {("behavior.dlq", 0): 1})
-    asked: list = []  # the topic check gets the security settings too
+    asked: list = []  # the topic check and the read of the letters' history get the security settings too
     monkeypatch.setattr(infra.topics, "existing", lambda b, topics, security=None: asked.append(security) or list(topics))
+    monkeypatch.setattr(infra.topics, "read_records", lambda b, topic, security=None, **k: asked.append(security) or [])
     r = CliRunner().invoke(main, ["dlq", "replay", "behavior.dlq", "--json"])
     assert r.exit_code == 0, r.output
     assert _secured(clients) == ["Consumer", "Producer"]
-    assert asked and asked[0].security_protocol == "SASL_SSL"
+    assert len(asked) == 2 and all(a.security_protocol == "SASL_SSL" for a in asked)
 
 
 def test_faust_credentials_carry_the_same_options():

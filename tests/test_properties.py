@@ -12,9 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import unicodedata
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from processors.events import (EventError, normalize_id, normalize_query, normalize_text, parse_co_purchase,
@@ -231,6 +232,10 @@ SB_ROW = st.fixed_dictionaries({
        st.sampled_from([("\r\n", csv.QUOTE_MINIMAL), ("\n", csv.QUOTE_ALL)]))
 def test_csv_rows_read_back_normalised_or_name_their_line(tmp_path_factory, columns, rows, sep, encoding, style):
     """Files as a spreadsheet writes them (a cell with a line break is quoted) read back as written."""
+    # A cell holding a line that is a whole row of the file's shape reads as a quote left open over
+    # a row (processors.sources._rows_inside): documented as ambiguous, so not generated here.
+    assume(not any(line.count(sep) >= len(columns) - 1 for r in rows for c in r.values() if isinstance(c, str)
+                   for line in re.split(r"\r\n|\r|\n", c)[1:]))
     path = tmp_path_factory.mktemp("csv") / "events.csv"
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=sep, lineterminator=style[0], quoting=style[1])

@@ -272,3 +272,12 @@ def test_a_quote_that_closes_at_the_end_of_a_later_row_does_not_swallow_the_rows
     assert got[0].startswith("line 2: a quote opened on this line runs over line 3, which is a row of its own")
     assert [g.event_id for g in got[1:]] == ["n-03", "n-04", "n-05"]
     assert got[2].product.title == 'LG Monitor 27"' and got[3].product.title == "Wool hat knitted, warm"
+    # over two lines: the row is the quoted cell's last line, up to the quote that closes it
+    p.write_text("event_id,event_time,query,product_id,title\n"
+                 'n-02,2026-01-01T00:00:00Z,monitor,P1,"Dell Monitor 24\n'
+                 'n-03,2026-01-01T00:00:00Z,monitor,P3,LG Monitor 27"\n')
+    assert [g if isinstance(g, str) else g.event_id for g in _events(p)][1:] == ["n-03"]
+    # a query cell with a line break and separators after it (hypothesis found this one): one cell
+    p.write_text('event_id|query|event_time|product_id|title\r\n0|"x\r\n0|0"|2026-01-01T00:00:00Z|P1|T\r\n')
+    (ev,) = _events(p)
+    assert ev.event_id == "0" and ev.product.product_id == "P1"
