@@ -283,6 +283,22 @@ def _dialect(header: str) -> type[csv.Dialect]:
     return Dialect
 
 
+def _broken_record(record_lines: list[str], cells: list[str], dialect: type[csv.Dialect], width: int,
+                   start: int) -> str | None:
+    """Why a record read over several lines is a quote left open rather than one with a line break
+    in a cell (its cells past the header's, or a later line that is a row of its own), or None."""
+    if len(record_lines) < 2:
+        return None
+    if len(cells) > width and any(c.strip() for c in cells[width:]):
+        return (f"{len(cells)} cells over several lines, but the header has {width} columns (a quote opened on "
+                "this line closes lines later; the lines after it are read again)")
+    inner = _rows_inside(record_lines, dialect, width)
+    if inner:
+        return (f"a quote opened on this line runs over line {start + inner}, which is a row of its own ({width} "
+                "cells, as the header); the lines after this one are read again")
+    return None
+
+
 def _rows_inside(record_lines: list[str], dialect: type[csv.Dialect], width: int) -> int:
     """For a record over several lines: the first of its later lines (1-based, after the first) whose
     part inside the quoted cell it starts in (up to the quote that closes it, or the whole line)
@@ -355,24 +371,13 @@ def _csv_rows(text: io.TextIOWrapper, path: Path, encoding: str) -> Iterator[Row
         except StopIteration:
             return
         except csv.Error as e:
-            spans = len(lines.buf) > 1
-            raw = lines.take_first() if spans else lines.take()
-            why = f"line {start}: not CSV: {e}" + (" (a quote opened on this line runs over the next lines, "
-                                                   "which are read again)" if spans else "")
-            yield Row(None, f"line {start}", start, why, raw.rstrip("\r\n"))
-            continue
-        if len(lines.buf) > 1 and len(cells) > width and any(c.strip() for c in cells[width:]):
-            raw = lines.take_first()  # a quote that closed lines later: that line is wrong, not those after it
-            yield Row(None, f"line {start}", start, f"line {start}: {len(cells)} cells over several lines, but the "
-                      f"header has {width} columns (a quote opened on this line closes lines later; the lines "
-                      "after it are read again)", raw.rstrip("\r\n"))
-            continue
-        inner = _rows_inside(lines.buf, dialect, width)
-        if inner:
-            raw = lines.take_first()
-            yield Row(None, f"line {start}", start, f"line {start}: a quote opened on this line runs over line "
-                      f"{start + inner}, which is a row of its own ({width} cells, as the header); the lines after this "
-                      "one are read again", raw.rstrip("\r\n"))
+            cells, broken = [], f"not CSV: {e}" + (" (a quote opened on this line runs over the next lines, which "
+                                                   "are read again)" if len(lines.buf) > 1 else "")
+        else:
+            broken = _broken_record(lines.buf, cells, dialect, width, start)
+        if broken:  # its first line is the error; a record over several lines gives the others back
+            raw = lines.take_first() if len(lines.buf) > 1 else lines.take()
+            yield Row(None, f"line {start}", start, f"line {start}: {broken}", raw.rstrip("\r\n"))
             continue
         raw = lines.take()
         if not any(c.strip() for c in cells):  # blank line, or a row of empty cells

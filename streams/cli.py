@@ -230,11 +230,8 @@ def dlq_replay(topic: str, stage: str | None, kind: str | None, group: str, max_
             last[m.partition()] = m.offset()
             if m.offset() + 1 >= ends[(topic, m.partition())]:
                 todo.discard(m.partition())
-            try:
-                env = json.loads(m.value())
-            except (ValueError, TypeError):
-                env = None
-            if not isinstance(env, dict):  # not JSON, or JSON but not a letter ("hello", [1, 2], null)
+            env = _letter(m.value())
+            if env is None:
                 counts["undecodable"] += 1
                 continue
             if (stage and env.get("stage") != stage) or (kind and env.get("kind") != kind):
@@ -288,12 +285,19 @@ def _dlq_failures(s, topic: str) -> dict[tuple, int]:
 
     seen: Counter = Counter()
     for _, value in read_records(s.broker, topic, timeout=120, complete=True, security=s.kafka):
-        try:
-            env = json.loads(value)
+        env = _letter(value)
+        if env is not None:
             seen[(env.get("source_topic"), env.get("value_b64"))] += 1
-        except (ValueError, TypeError, AttributeError):
-            continue
     return dict(seen)
+
+
+def _letter(value: bytes | None) -> dict | None:
+    """A dead letter's JSON object, or None: not JSON, or JSON but not a letter ("hello", [1, 2], null)."""
+    try:
+        env = json.loads(value)
+    except (ValueError, TypeError):
+        return None
+    return env if isinstance(env, dict) else None
 
 
 @main.group()

@@ -317,6 +317,11 @@ def seek_before_resuming_streams() -> None:
 _read_reset = False
 
 
+def read_before(offset: int | None) -> int | None:
+    """The read offset of a partition sought to `offset`: the one before it, none for 0 or none."""
+    return offset - 1 if offset is not None and offset > 0 else None
+
+
 async def perform_seek(self: Any) -> None:
     """Consumer.perform_seek of Faust 0.15.3 with the read offset one before the committed offset
     (12. above): seek every assigned partition to its committed offset; record that offset as
@@ -324,8 +329,7 @@ async def perform_seek(self: Any) -> None:
     from faust.transport.consumer import ensure_TP
 
     committed = {ensure_TP(tp): offset for tp, offset in (await self.seek_to_committed()).items()}
-    self._read_offset.update({tp: offset - 1 if offset is not None and offset > 0 else None
-                              for tp, offset in committed.items()})
+    self._read_offset.update({tp: read_before(offset) for tp, offset in committed.items()})
     self._committed_offset.update({tp: offset or None for tp, offset in committed.items() if offset is not None})
 
 
@@ -521,7 +525,7 @@ class FetchWatch:
                             "not taken, not acknowledged): fetching from %d again",
                             committed, read, tp.topic, tp.partition, committed, committed)
                 await consumer.seek(tp, committed)
-                consumer._read_offset[tp] = committed - 1 if committed > 0 else None  # noqa: SLF001 - as 12.
+                consumer._read_offset[tp] = read_before(committed)  # noqa: SLF001 - as 12.
                 self.handed.pop(tp, None)
                 sought.append((tp, committed, read + 1))
         return sought
